@@ -1,0 +1,42 @@
+"""cnnkit: from a folder of labelled images to a trained, evaluated and shipped convnet classifier.
+
+The main calls, each also a CLI command::
+
+    run = cnnkit.train("digits", model="lenet5")        # cnnkit train digits --model lenet5
+    cnnkit.evaluate(run.path)                            # cnnkit evaluate runs/digits-lenet5
+    cnnkit.predict(["img.jpg"], run=run.path)            # cnnkit predict img.jpg --run ...
+    cnnkit.predict(["img.jpg"], model="efficientnet_lite0")  # ImageNet labels, as-is
+
+Attributes are imported lazily so that ``import cnnkit`` and ``cnnkit --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "train": "cnnkit.train",
+    "load_run": "cnnkit.train.run",
+    "Run": "cnnkit.train.run",
+    "evaluate": "cnnkit.evaluate",
+    "predict": "cnnkit.inference",
+    "Predictor": "cnnkit.inference",
+    "create_model": "cnnkit.models.registry",
+    "list_models": "cnnkit.models.registry",
+    "summarize": "cnnkit.models.summary",
+    "load_dataset": "cnnkit.data.datasets",
+    "CnnkitError": "cnnkit.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train", "evaluate"):  # callable packages, see cnnkit._callable
+        return importlib.import_module(f"cnnkit.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")

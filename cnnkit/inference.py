@@ -1,0 +1,114 @@
+"""Batched inference with a model's own preprocessing: used by evaluate, predict and export checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnkit.data.decode import UndecodableImage, decode_file
+from cnnkit.data.transforms import center_crop_resize, eval_transform
+from cnnkit.errors import CnnkitError
+from cnnkit.models.classifier import Classifier
+from cnnkit.models.config import Preprocessing
+from cnnkit.runtime import autocast, pick_device, resolve_precision
+
+TTA_MODES = ("none", "flip")
+
+
+def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """A decoded uint8 image -> the uint8 crop the model sees."""
+    p = preprocessing
+    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation)
+
+
+@dataclass
+class Predictor:
+    """A model in inference mode on the best available device, with its preprocessing."""
+
+    model: Classifier
+    preprocessing: Preprocessing
+    classes: list[str]
+    device: torch.device
+    precision: str
+
+    @classmethod
+    def create(cls, model: Classifier, classes: list[str], device: str = "auto", precision: str = "auto") -> Predictor:
+        chosen = pick_device(device)
+        model = model.eval().to(chosen, memory_format=torch.channels_last)
+        return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen))
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, batch_size: int = 64, tta: str = "none") -> torch.Tensor:
+        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
+        if tta not in TTA_MODES:
+            raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+        normalize = eval_transform(self.preprocessing)
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = normalize(images[start : start + batch_size]).to(self.device)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                probs = self.model(batch).float().softmax(1)
+                if tta == "flip":
+                    probs = (probs + self.model(batch.flip(-1)).float().softmax(1)) / 2
+            outputs.append(probs.cpu())
+        if not outputs:
+            return torch.empty(0, len(self.classes))
+        return torch.cat(outputs)
+
+    def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Decode and prepare image files; an unreadable one is a one-line error naming it."""
+        prepared = []
+        for path in paths:
+            if not Path(path).is_file():
+                raise CnnkitError(f"image {path} does not exist")
+            try:
+                image = decode_file(path, self.preprocessing.channels)
+            except UndecodableImage as exc:
+                raise CnnkitError(f"cannot read {path} as an image ({exc})") from exc
+            prepared.append(prepare_image(image, self.preprocessing))
+        return torch.stack(prepared)
+
+
+def predict(
+    images: Sequence[str | Path],
+    run: str | Path | None = None,
+    model: str | None = None,
+    top_k: int = 5,
+    tta: str = "none",
+    device: str = "auto",
+) -> list[dict]:
+    """Top-k labels for image files, from a trained ``run`` or a pretrained ImageNet ``model`` as-is.
+
+    Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image.
+    """
+    if (run is None) == (model is None):
+        raise CnnkitError("give exactly one of --run RUN (a trained run) or --model NAME (a pretrained model)")
+    if top_k < 1:
+        raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
+    if run is not None:
+        from cnnkit.train.run import load_run
+
+        loaded = load_run(run)
+        network, classes = loaded.load_model(), loaded.classes
+    else:
+        from cnnkit.models.imagenet import imagenet_classes
+        from cnnkit.models.registry import create_model
+
+        network, classes = create_model(model, 1000, pretrained=True).eval(), imagenet_classes()
+    predictor = Predictor.create(network, classes, device=device)
+    probabilities = predictor.probabilities(predictor.load_images(images), tta=tta)
+    top = probabilities.topk(min(top_k, len(classes)), dim=1)
+    return [
+        {
+            "image": str(path),
+            "predictions": [
+                {"label": classes[int(i)], "index": int(i), "probability": float(p)}
+                for p, i in zip(values, indices, strict=True)
+            ],
+        }
+        for path, values, indices in zip(images, top.values, top.indices, strict=True)
+    ]

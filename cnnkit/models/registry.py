@@ -1,0 +1,128 @@
+"""The model registry: ``create_model(name, ...)`` and ``list_models()``, in the spirit of timm.
+
+Builders register themselves with :func:`register_model`; each returns a
+:class:`~cnnkit.models.classifier.Classifier` and carries a :class:`Preprocessing` record.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.classifier import Classifier
+from cnnkit.models.config import ModelInfo, Preprocessing
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+Builder = Callable[..., Classifier]
+
+
+def register_model(
+    name: str,
+    *,
+    preprocessing: Preprocessing,
+    description: str,
+    pretrained: str = "none",
+    family: str = "",
+    imagenet_top1: float | None = None,
+    reference_params: dict[str, Any] | None = None,
+) -> Callable[[Builder], Builder]:
+    """Register ``builder(num_classes, pretrained, input_size, **kwargs) -> Classifier``."""
+
+    def decorator(builder: Builder) -> Builder:
+        _REGISTRY[name] = ModelInfo(
+            name=name,
+            builder=builder,
+            preprocessing=preprocessing,
+            description=description,
+            pretrained=pretrained,
+            family=family,
+            imagenet_top1=imagenet_top1,
+            reference_params=reference_params or {},
+        )
+        return builder
+
+    return decorator
+
+
+def _ensure_builtin_models_loaded() -> None:
+    from cnnkit.models import efficientnet, scratch  # noqa: F401  (registration side effect)
+
+
+def list_models() -> list[ModelInfo]:
+    _ensure_builtin_models_loaded()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_model_info(name: str) -> ModelInfo:
+    _ensure_builtin_models_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise CnnkitError(f"unknown model {name!r}.{hint} Run 'cnnkit models' to list them.")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    image_size: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs: Any,
+) -> Classifier:
+    """Build a registered model.
+
+    ``pretrained=True`` loads ImageNet weights for the feature extractor (and the head too when
+    ``num_classes == 1000``); ``weights=PATH`` loads a local safetensors file or state dict
+    instead. The returned model has ``model_name`` and ``preprocessing`` attributes.
+    """
+    info = get_model_info(name)
+    preprocessing = info.preprocessing.with_size(image_size)
+    if pretrained and info.pretrained == "none" and weights is None:
+        raise CnnkitError(f"model {name!r} has no pretrained weights; train it from scratch (pretrained=False).")
+    model = info.builder(
+        num_classes=num_classes,
+        pretrained=pretrained and weights is None,
+        input_size=preprocessing.input_size,
+        **kwargs,
+    )
+    if weights is not None:
+        load_state_into(model, read_state_dict(weights))
+    model.model_name = name
+    model.preprocessing = preprocessing
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from safetensors or a plain tensor state dict (never arbitrary pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from cnnkit.fileio import load_weights
+
+        return load_weights(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CnnkitError(f"cannot read weights from {path}: {exc}. Use a safetensors file or a tensor state dict.") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CnnkitError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load weights strictly, turning a mismatch into a one-line error."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CnnkitError(f"weights do not fit this model ({first}). Check --model and --num-classes.") from exc

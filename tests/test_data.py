@@ -1,0 +1,180 @@
+"""Dataset discovery, splitting, decoding of odd files, preprocessing and augmentation."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.data import SkippedFilesWarning, decode_file, decode_images, load_dataset, scan_folder
+from cnnkit.data.transforms import center_crop_resize, resolve_augment, train_transform, training_store_size
+from cnnkit.errors import CnnkitError
+from cnnkit.models.config import Preprocessing
+from tests.conftest import write_shapes_dataset
+
+
+def _rgb(seed: int = 0, size: tuple[int, int] = (40, 50)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def test_flat_folder_gets_a_stratified_seeded_split(tmp_path: Path) -> None:
+    root = write_shapes_dataset(tmp_path / "flat", per_class=20)
+    first = scan_folder(root, seed=3)
+    again = scan_folder(root, seed=3)
+    other = scan_folder(root, seed=4)
+    assert first.classes == ["disc", "square", "stripes"]
+    assert (len(first.train), len(first.val), len(first.test)) == (42, 9, 9)
+    assert first.val.class_counts(3) == [3, 3, 3]
+    assert first.val.sources == again.val.sources
+    assert first.val.sources != other.val.sources
+    every = first.train.sources + first.val.sources + first.test.sources
+    assert len(set(every)) == 60
+
+
+def test_split_folders_accept_valid_and_carve_val_when_missing(tmp_path: Path) -> None:
+    root = write_shapes_dataset(tmp_path / "split", per_class=10, layout="split")
+    (root / "val").rename(root / "valid")
+    dataset = scan_folder(root)
+    assert dataset.layout == "split-folders"
+    assert all("/valid/" in s for s in dataset.val.sources)
+    assert all("/test/" in s for s in dataset.test.sources)
+    import shutil
+
+    shutil.rmtree(root / "valid")
+    carved = scan_folder(root, val_split=0.2)
+    assert carved.test is not None and len(carved.val) > 0
+    assert set(carved.val.sources).isdisjoint(carved.train.sources)
+    assert any("held out" in note for note in carved.notes)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: (root / "only").mkdir(parents=True), "at least 2 class folders"),
+        (lambda root: [(root / c).mkdir(parents=True) for c in ("a", "b")], "cannot split"),
+    ],
+)
+def test_unusable_dataset_gives_one_line_error(tmp_path: Path, make, message: str) -> None:
+    root = tmp_path / "data"
+    make(root)
+    with pytest.raises(CnnkitError, match=message) as error:
+        scan_folder(root)
+    assert "\n" not in str(error.value)
+
+
+def test_empty_val_folder_is_an_error(tmp_path: Path) -> None:
+    root = write_shapes_dataset(tmp_path / "split", per_class=10, layout="split")
+    for file in (root / "val").rglob("*.png"):
+        file.unlink()
+    with pytest.raises(CnnkitError, match=r"val split .* has no images"):
+        scan_folder(root)
+
+
+def test_builtin_digits_needs_no_download() -> None:
+    dataset = load_dataset("digits")
+    assert dataset.classes == [str(d) for d in range(10)]
+    assert len(dataset.train) + len(dataset.val) + len(dataset.test) == 1797
+    decoded = decode_images(dataset.val, Preprocessing(input_size=28, channels=1, mean=(0.0,), std=(1.0,)))
+    assert decoded.images.shape == (len(dataset.val), 1, 28, 28)
+    assert decoded.images.max() > 200
+
+
+def test_odd_modes_and_formats_decode_to_the_channels_the_model_takes(tmp_path: Path) -> None:
+    pixels = _rgb()
+    files = {
+        "rgb.jpg": Image.fromarray(pixels),
+        "cmyk.jpg": Image.fromarray(pixels).convert("CMYK"),
+        "gray.png": Image.fromarray(pixels).convert("L"),
+        "rgba.png": Image.fromarray(pixels).convert("RGBA"),
+        "palette.png": Image.fromarray(pixels).convert("P"),
+        "deep.png": Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257),
+        "bitmap.bmp": Image.fromarray(pixels),
+        "anim.gif": Image.fromarray(pixels),
+        "modern.webp": Image.fromarray(pixels),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        rgb, gray = decode_file(tmp_path / name, 3), decode_file(tmp_path / name, 1)
+        assert rgb.shape == (3, 40, 50) and rgb.dtype == torch.uint8, name
+        assert gray.shape == (1, 40, 50), name
+    deep = decode_file(tmp_path / "deep.png", 1)[0].numpy()
+    assert np.abs(deep.astype(int) - pixels[:, :, 0]).max() <= 1
+
+
+def test_exif_orientation_is_respected(tmp_path: Path) -> None:
+    image = Image.fromarray(_rgb(size=(20, 60)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert decode_file(tmp_path / "rotated.jpg").shape == (3, 60, 20)
+
+
+def test_center_crop_uses_tensorflow_offsets() -> None:
+    image = torch.arange(7 * 7, dtype=torch.uint8).view(1, 7, 7)
+    cropped = center_crop_resize(image, size=4, crop_pct=4 / 7, interpolation="nearest")
+    # (7 - 4 + 1) // 2 = 2: the crop starts at row/column 2 (torchvision's CenterCrop would start at 1 or 2).
+    assert cropped[0, 0, 0].item() == 2 * 7 + 2
+
+
+def write_dataset_with_bad_files(root: Path) -> tuple[list[str], int]:
+    """Shapes data plus every kind of file a real folder holds; returns the bad names and odd-mode count."""
+    write_shapes_dataset(root, per_class=12, size=32)
+    folder = root / "disc"
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (folder / "empty.jpg").write_bytes(b"")
+    buffer = io.BytesIO()
+    Image.fromarray(_rgb()).save(buffer, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (folder / "notes.png").write_text("this is not an image")
+    Image.fromarray(_rgb(1)).convert("L").save(folder / "gray.png")
+    Image.fromarray(_rgb(2)).convert("RGBA").save(folder / "alpha.png")
+    Image.fromarray(_rgb(3)).convert("CMYK").save(folder / "print.jpg")
+    return [".DS_Store", "empty.jpg", "truncated.jpg", "notes.png"], 3
+
+
+def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: Path) -> None:
+    import cnnkit
+
+    bad, odd = write_dataset_with_bad_files(tmp_path / "messy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = cnnkit.train(
+            tmp_path / "messy",
+            "plain_cnn",
+            epochs=1,
+            image_size=32,
+            val_split=0.2,
+            test_split=0.0,
+            augment="none",
+            progress=False,
+            out=tmp_path / "run",
+        )
+    skipped = [w for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert len(skipped) == 1
+    assert all(name in str(skipped[0].message) for name in bad)
+    assert sorted(Path(p).name for p in run.config["skipped_files"]) == sorted(bad)
+    assert run.metrics["num_train"] + run.metrics["num_val"] == 36 + odd
+    assert (run.path / "model.safetensors").is_file()
+
+
+def test_augmentation_presets() -> None:
+    color = Preprocessing(input_size=32, crop_pct=0.875)
+    assert resolve_augment("auto", color) == "standard"
+    assert resolve_augment("auto", Preprocessing(input_size=28, channels=1, mean=(0.0,), std=(1.0,))) == "light"
+    with pytest.raises(CnnkitError, match="--augment"):
+        resolve_augment("heavy", color)
+    store = training_store_size(color)
+    image = torch.from_numpy(_rgb(size=(store, store))).permute(2, 0, 1).contiguous()
+    torch.manual_seed(0)
+    standard = train_transform(color, "standard")
+    views = torch.stack([standard(image) for _ in range(4)])
+    assert views.shape == (4, 3, 32, 32)
+    assert (views[0] - views[1]).abs().mean() > 0.05
+    plain = train_transform(color, "none")
+    assert torch.equal(plain(image), plain(image))
