@@ -50,6 +50,37 @@ def mlp_head(num_features: int, num_classes: int, hidden: int = 128, dropout: fl
     )
 
 
+HEADS = ("linear", "mlp")
+
+
+def feature_blocks(features: nn.Module) -> list[nn.Module]:
+    """The base's trainable blocks, input to output, for unfreezing the top N.
+
+    Top-level layers count one each, except containers of stages (timm's ``blocks``, a
+    Sequential of Sequentials), which count each block inside each stage. A normalization layer
+    belongs to the block before it (a conv and its BatchNorm are one block).
+    """
+    blocks: list[nn.Module] = []
+    children = list(features.children()) if len(list(features.children())) > 1 else [features]
+    for child in children:
+        grand = list(child.children())
+        if isinstance(child, nn.Sequential | nn.ModuleList) and grand and all(
+            isinstance(g, nn.Sequential | nn.ModuleList) for g in grand
+        ):
+            blocks.extend(block for stage in grand for block in stage.children())
+        elif isinstance(child, nn.Sequential) and len(children) == 1:
+            blocks.extend(grand)
+        else:
+            blocks.append(child)
+    grouped: list[nn.Module] = []
+    for block in (b for b in blocks if any(True for _ in b.parameters())):
+        if grouped and "Norm" in type(block).__name__:
+            grouped[-1] = nn.ModuleList([grouped[-1], block])
+        else:
+            grouped.append(block)
+    return grouped
+
+
 def set_batchnorm_eval(module: nn.Module) -> None:
     """Put every BatchNorm layer in inference mode so its running statistics stay frozen."""
     for m in module.modules():

