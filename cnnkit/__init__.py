@@ -22,6 +22,7 @@ _EXPORTS = {
     "load_run": "cnnkit.train.run",
     "Run": "cnnkit.train.run",
     "evaluate": "cnnkit.evaluate",
+    "export": "cnnkit.export",
     "predict": "cnnkit.inference",
     "Predictor": "cnnkit.inference",
     "create_model": "cnnkit.models.registry",
@@ -35,7 +36,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "evaluate"):  # callable packages, see cnnkit._callable
+    if name in ("train", "evaluate", "export"):  # callable packages, see cnnkit._callable
         return importlib.import_module(f"cnnkit.{name}")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

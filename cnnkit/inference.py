@@ -11,11 +11,13 @@ import torch
 from cnnkit.data.decode import UndecodableImage, decode_file
 from cnnkit.data.transforms import center_crop_resize, eval_transform
 from cnnkit.errors import CnnkitError
+from cnnkit.fileio import read_json
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
 from cnnkit.runtime import autocast, pick_device, resolve_precision
 
 TTA_MODES = ("none", "flip")
+CALIBRATION_FILE = "calibration.json"
 
 
 def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
@@ -33,12 +35,21 @@ class Predictor:
     classes: list[str]
     device: torch.device
     precision: str
+    temperature: float = 1.0
 
     @classmethod
-    def create(cls, model: Classifier, classes: list[str], device: str = "auto", precision: str = "auto") -> Predictor:
+    def create(
+        cls,
+        model: Classifier,
+        classes: list[str],
+        device: str = "auto",
+        precision: str = "auto",
+        temperature: float = 1.0,
+    ) -> Predictor:
+        """``temperature`` divides the logits before softmax (1.0: the model as trained; see ``calibration.json``)."""
         chosen = pick_device(device)
         model = model.eval().to(chosen, memory_format=torch.channels_last)
-        return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen))
+        return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen), temperature)
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor, batch_size: int = 64, tta: str = "none") -> torch.Tensor:
@@ -51,26 +62,61 @@ class Predictor:
             batch = normalize(images[start : start + batch_size]).to(self.device)
             batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                probs = self.model(batch).float().softmax(1)
+                probs = (self.model(batch).float() / self.temperature).softmax(1)
                 if tta == "flip":
-                    probs = (probs + self.model(batch.flip(-1)).float().softmax(1)) / 2
+                    probs = (probs + (self.model(batch.flip(-1)).float() / self.temperature).softmax(1)) / 2
             outputs.append(probs.cpu())
         if not outputs:
             return torch.empty(0, len(self.classes))
         return torch.cat(outputs)
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
-        """Decode and prepare image files; an unreadable one is a one-line error naming it."""
-        prepared = []
-        for path in paths:
-            if not Path(path).is_file():
-                raise CnnkitError(f"image {path} does not exist")
-            try:
-                image = decode_file(path, self.preprocessing.channels)
-            except UndecodableImage as exc:
-                raise CnnkitError(f"cannot read {path} as an image ({exc})") from exc
-            prepared.append(prepare_image(image, self.preprocessing))
-        return torch.stack(prepared)
+        return load_images(paths, self.preprocessing)
+
+
+def read_image(path: str | Path, channels: int) -> torch.Tensor:
+    """Decode an image file to uint8 (C, H, W); a missing or unreadable file is a one-line error."""
+    if not Path(path).is_file():
+        raise CnnkitError(f"image {path} does not exist")
+    try:
+        return decode_file(path, channels)
+    except UndecodableImage as exc:
+        raise CnnkitError(f"cannot read {path} as an image ({exc})") from exc
+
+
+def load_images(paths: Sequence[str | Path], preprocessing: Preprocessing) -> torch.Tensor:
+    """Decode and prepare image files; an unreadable one is a one-line error naming it."""
+    return torch.stack([prepare_image(read_image(path, preprocessing.channels), preprocessing) for path in paths])
+
+
+@dataclass
+class Subject:
+    """A network in eval mode with its class names and the temperature its probabilities use."""
+
+    model: Classifier
+    classes: list[str]
+    temperature: float = 1.0
+
+
+def open_subject(run: str | Path | None = None, model: str | None = None) -> Subject:
+    """A trained run folder, or a registry model with its ImageNet weights and labels, used as-is."""
+    if (run is None) == (model is None):
+        raise CnnkitError("give exactly one of RUN (a trained run folder) or --model NAME (a pretrained model)")
+    if run is not None:
+        from cnnkit.train.run import load_run
+
+        loaded = load_run(run)
+        return Subject(loaded.load_model(), loaded.classes, stored_temperature(Path(run)))
+    from cnnkit.models.imagenet import imagenet_classes
+    from cnnkit.models.registry import create_model
+
+    return Subject(create_model(model, 1000, pretrained=True).eval(), imagenet_classes())
+
+
+def stored_temperature(run_dir: Path) -> float:
+    """The temperature ``cnnkit evaluate --calibrate`` fitted for a run, or 1.0 if it was never calibrated."""
+    path = run_dir / CALIBRATION_FILE
+    return float(read_json(path)["temperature"]) if path.is_file() else 1.0
 
 
 def predict(
@@ -80,26 +126,28 @@ def predict(
     top_k: int = 5,
     tta: str = "none",
     device: str = "auto",
+    onnx: str | Path | None = None,
 ) -> list[dict]:
-    """Top-k labels for image files, from a trained ``run`` or a pretrained ImageNet ``model`` as-is.
+    """Top-k labels for image files, from a trained ``run``, a pretrained ImageNet ``model`` as-is, or an
+    ``onnx`` file from ``cnnkit export`` (run in ONNX Runtime with the classes and preprocessing stored in it).
 
     Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image.
     """
-    if (run is None) == (model is None):
-        raise CnnkitError("give exactly one of --run RUN (a trained run) or --model NAME (a pretrained model)")
+    if sum(source is not None for source in (run, model, onnx)) != 1:
+        raise CnnkitError(
+            "give exactly one of --run RUN (a trained run), --model NAME (a pretrained model) "
+            "or --onnx FILE (an exported model)"
+        )
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
-    if run is not None:
-        from cnnkit.train.run import load_run
+    if onnx is not None:
+        from cnnkit.export.onnx import OnnxPredictor
 
-        loaded = load_run(run)
-        network, classes = loaded.load_model(), loaded.classes
+        predictor = OnnxPredictor.load(onnx)
     else:
-        from cnnkit.models.imagenet import imagenet_classes
-        from cnnkit.models.registry import create_model
-
-        network, classes = create_model(model, 1000, pretrained=True).eval(), imagenet_classes()
-    predictor = Predictor.create(network, classes, device=device)
+        subject = open_subject(run, model)
+        predictor = Predictor.create(subject.model, subject.classes, device=device, temperature=subject.temperature)
+    classes = predictor.classes
     probabilities = predictor.probabilities(predictor.load_images(images), tta=tta)
     top = probabilities.topk(min(top_k, len(classes)), dim=1)
     return [

@@ -52,6 +52,14 @@ def write_shapes_dataset(root: Path, per_class: int = 24, size: int = 48, seed: 
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep the feature and image caches of the test session out of the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("cnnkit-cache")
+    os.environ["CNNKIT_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes"))

@@ -27,7 +27,9 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *ar
     return exit_info.value.code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "models", "summary"])
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "predict", "models", "summary", "report", "explain", "visualize", "export"]
+)
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0

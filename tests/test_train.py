@@ -73,7 +73,7 @@ def test_fine_tuning_never_leaves_a_worse_model(tmp_path: Path) -> None:
             "efficientnet_lite0",
             epochs=2,
             fine_tune_epochs=1,
-            fine_tune_lr=5.0,
+            fine_tune_lr_factor=5000.0,
             image_size=96,
             augment="none",
             progress=False,
@@ -94,7 +94,11 @@ def test_existing_output_folder_is_never_overwritten(digits_run) -> None:
         _train_digits(digits_run.path, epochs=1)
 
 
-@pytest.mark.parametrize(("option", "value"), [("epochs", -1), ("batch_size", 0), ("lr", 0.0)])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("epochs", -1), ("batch_size", 0), ("lr", 0.0), ("sampler", "random"), ("class_weight", "balanced"),
+     ("unfreeze", "top:x"), ("image_cache", "gpu"), ("head", "deep")],
+)  # fmt: skip
 def test_bad_hyperparameters_are_one_line_errors(option: str, value, tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match=option.replace("_", "-")):
         _train_digits(tmp_path / "x", **{option: value})

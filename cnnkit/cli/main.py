@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
-from cnnkit.cli.output import console, fail, print_json, show_warnings_as_lines
+from cnnkit.cli.explain import explain, visualize
+from cnnkit.cli.export import export
+from cnnkit.cli.output import JsonOption, console, fail, print_json, show_warnings_as_lines
+from cnnkit.cli.report import report
 
 app = typer.Typer(
     help="Train, evaluate and use convnet image classifiers. Start with: cnnkit train digits --model lenet5",
@@ -16,8 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout and nothing else.")]
 
 
 class Augment(StrEnum):
@@ -44,7 +45,26 @@ def train(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in pixels; default: the model's own.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per training batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate (Adam); fine-tuning uses a tenth of it.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Learning rate (Adam) of the first stage.")] = 1e-3,
+    fine_tune_lr_factor: Annotated[float, typer.Option(help="Fine-tuning learning rate as a fraction of --lr.")] = 0.1,
+    unfreeze: Annotated[str, typer.Option(help="What fine-tuning trains: all, or top:N blocks of the base.")] = "all",
+    head: Annotated[str, typer.Option(help="linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")] = (
+        "linear"
+    ),
+    class_weight: Annotated[str, typer.Option(help="none, or auto: weigh the loss by inverse class frequency.")] = (
+        "none"
+    ),
+    sampler: Annotated[str, typer.Option(help="shuffle, or balanced: oversample the small classes.")] = "shuffle",
+    feature_cache: Annotated[
+        bool,
+        typer.Option(
+            "--feature-cache/--no-feature-cache", help="Train the head on cached base features (pretrained models)."
+        ),
+    ] = True,
+    cache_views: Annotated[
+        int | None, typer.Option(help="Augmented views cached per training image (default 5; 1 without augmentation).")
+    ] = None,
+    image_cache: Annotated[str, typer.Option(help="Where decoded pixels live: ram, disk or off.")] = "ram",
     augment: Annotated[
         Augment, typer.Option(help="Augmentation preset; auto = standard for colour, light for grayscale.")
     ] = Augment.auto,
@@ -73,6 +93,14 @@ def train(
         image_size=image_size,
         batch_size=batch_size,
         lr=lr,
+        fine_tune_lr_factor=fine_tune_lr_factor,
+        unfreeze=unfreeze,
+        head=head,
+        class_weight=class_weight,
+        sampler=sampler,
+        feature_cache=feature_cache,
+        cache_views=cache_views,
+        image_cache=image_cache,
         augment=augment.value,
         pretrained=pretrained,
         dropout=dropout,
@@ -109,16 +137,21 @@ def evaluate(
     tta: Annotated[
         Tta, typer.Option(help="Test-time augmentation: flip averages each image with its mirror.")
     ] = Tta.none,
+    calibrate: Annotated[
+        bool, typer.Option("--calibrate", help="First fit a temperature on the validation split; predict applies it.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and a confusion matrix (saved into the run)."""
+    """Accuracy, per-class precision/recall/F1, top-k, calibration error, confused classes (saved into the run)."""
     from rich.table import Table
 
-    from cnnkit.evaluate import evaluate as run_evaluation
+    from cnnkit.cli.report import print_headline
+    from cnnkit.evaluate import analyze
 
-    result = run_evaluation(run, data=data, split=split, tta=tta.value)
+    analysis = analyze(run, data=data, split=split, tta=tta.value, calibrate_first=calibrate)
+    result = analysis.evaluation
     if json_output:
-        print_json(result.to_dict())
+        print_json(analysis.to_dict())
         return
     table = Table(title=f"{run} — {result.split} split, {len(result.labels)} images, accuracy {result.accuracy:.2%}")
     for column in ("class", "precision", "recall", "f1-score", "support"):
@@ -129,6 +162,7 @@ def evaluate(
             name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1-score']:.3f}", str(int(row["support"]))
         )
     console.print(table)
+    print_headline(analysis)
     console.print(f"confusion matrix: {Path(run) / 'confusion_matrix.png'}")
 
 
@@ -137,14 +171,15 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     run: Annotated[Path | None, typer.Option(help="A trained run folder.")] = None,
     model: Annotated[str | None, typer.Option(help="A pretrained model used as-is (ImageNet labels).")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="An ONNX file from 'cnnkit export', run in ONNX Runtime.")] = None,
     top_k: Annotated[int, typer.Option(help="How many labels per image.")] = 5,
     tta: Annotated[Tta, typer.Option(help="Test-time augmentation.")] = Tta.none,
     json_output: JsonOption = False,
 ) -> None:
-    """Top-k labels for images, from a trained run or a pretrained ImageNet model."""
+    """Top-k labels for images, from a trained run, a pretrained ImageNet model or an exported ONNX file."""
     from cnnkit.inference import predict as run_prediction
 
-    results = run_prediction(images, run=run, model=model, top_k=top_k, tta=tta.value)
+    results = run_prediction(images, run=run, model=model, onnx=onnx, top_k=top_k, tta=tta.value)
     if json_output:
         print_json(results)
         return
@@ -166,8 +201,10 @@ def models(json_output: JsonOption = False) -> None:
         print_json(rows)
         return
     table = Table(title="cnnkit models (parameters and GMACs at 1,000 classes, default input size)")
-    for column in ("name", "input", "params", "GMACs", "pretrained", "ImageNet top-1", "description"):
-        table.add_column(column, justify="right" if column in ("params", "GMACs", "input") else "left")
+    for column in ("name", "input", "params", "GMACs", "pretrained", "ImageNet top-1"):
+        justify = "right" if column in ("params", "GMACs", "input") else "left"
+        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
+    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=60)
     for row in rows:
         top1 = f"{row['imagenet_top1']:.1f}%" if row["imagenet_top1"] else "-"
         table.add_row(
@@ -214,6 +251,10 @@ def summary(
     console.print(f"Total params: {result.total_params:,}")
     console.print(f"Trainable params: {result.trainable_params:,}")
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
+
+
+for command in (report, explain, visualize, export):
+    app.command()(command)
 
 
 def main() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout and nothing else.")]
 
 console = Console()
 errors = Console(stderr=True)
@@ -30,5 +33,12 @@ def show_warnings_as_lines() -> None:
         errors.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     warnings.showwarning = show
-    for noisy in (r".*LeafSpec.*", r".*does not have many workers.*", r".*torch.jit.*", r".*TracerWarning.*"):
+    noisy_messages = (
+        r".*LeafSpec.*",
+        r".*does not have many workers.*",
+        r".*torch.jit.*",
+        r".*TracerWarning.*",
+        r"The image decoding and encoding capabilities of TorchVision are deprecated.*",
+    )
+    for noisy in noisy_messages:
         warnings.filterwarnings("ignore", message=noisy)

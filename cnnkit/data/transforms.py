@@ -29,15 +29,19 @@ def interpolation_mode(name: str) -> InterpolationMode:
     return _INTERPOLATION[name]
 
 
+def crop_box(height: int, width: int, crop_pct: float) -> tuple[int, int, int]:
+    """(top, left, side) of the centre square evaluation keeps: ``crop_pct`` of the short side."""
+    side = max(1, int(crop_pct * min(height, width)))
+    return (height - side + 1) // 2, (width - side + 1) // 2, side
+
+
 def center_crop_resize(image: torch.Tensor, size: int, crop_pct: float, interpolation: str) -> torch.Tensor:
     """Crop ``crop_pct`` of the short side at the centre (TF-style offsets), then resize to ``size``.
 
     The offset ``(h - c + 1) // 2`` matches the reference TensorFlow evaluation code; torchvision's
     CenterCrop rounds the other way, which measurably changes pretrained predictions.
     """
-    height, width = image.shape[-2:]
-    crop = max(1, int(crop_pct * min(height, width)))
-    top, left = (height - crop + 1) // 2, (width - crop + 1) // 2
+    top, left, crop = crop_box(*image.shape[-2:], crop_pct)
     image = image[..., top : top + crop, left : left + crop]
     return v2.functional.resize(image, [size, size], interpolation=interpolation_mode(interpolation), antialias=True)
 

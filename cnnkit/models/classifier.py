@@ -64,8 +64,10 @@ def feature_blocks(features: nn.Module) -> list[nn.Module]:
     children = list(features.children()) if len(list(features.children())) > 1 else [features]
     for child in children:
         grand = list(child.children())
-        if isinstance(child, nn.Sequential | nn.ModuleList) and grand and all(
-            isinstance(g, nn.Sequential | nn.ModuleList) for g in grand
+        if (
+            isinstance(child, nn.Sequential | nn.ModuleList)
+            and grand
+            and all(isinstance(g, nn.Sequential | nn.ModuleList) for g in grand)
         ):
             blocks.extend(block for stage in grand for block in stage.children())
         elif isinstance(child, nn.Sequential) and len(children) == 1:

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from cnnkit.models.probe import probe
+
 
 def _conv_macs(conv: nn.Conv2d, output: torch.Tensor) -> int:
     """k_h * k_w * (c_in / groups) * c_out multiplications for every output position."""
@@ -33,13 +35,5 @@ def count_macs(model: nn.Module, input_size: int, channels: int = 3) -> int:
         total += _conv_macs(module, output) if isinstance(module, nn.Conv2d) else _linear_macs(module, output)
 
     hooks = [m.register_forward_hook(add) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, channels, input_size, input_size))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    probe(model, hooks, input_size, channels)
     return total

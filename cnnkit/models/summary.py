@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from cnnkit.models.probe import probe
+
 _SKIPPED = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid, nn.Identity, nn.Flatten)
 
 
@@ -70,15 +72,7 @@ def summarize(model: nn.Module, input_size: int, channels: int = 3, channels_las
         is_leaf = not any(True for _ in module.children())
         if is_leaf and not isinstance(module, _SKIPPED):
             hooks.append(module.register_forward_hook(record(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, channels, input_size, input_size))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    probe(model, hooks, input_size, channels)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     input_shape = (

@@ -17,11 +17,12 @@ class KeepBestWeights(L.Callback):
     One instance is shared by all stages, so fine-tuning can only replace the frozen-base model
     if it validates better (ties go to the lower validation loss). Each improvement is written to
     ``model.safetensors`` at once, together with ``history.csv``, so an interrupted run keeps its
-    best model.
+    best model. ``network`` is the whole model, also when a stage trains only its head.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, network: torch.nn.Module) -> None:
         self.run_dir = run_dir
+        self.network = network
         self.best_key: tuple[float, float] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_row: dict | None = None
@@ -31,7 +32,7 @@ class KeepBestWeights(L.Callback):
         key = (row["val_accuracy"], -row["val_loss"])
         if self.best_key is None or key > self.best_key:
             self.best_key, self.best_row = key, row
-            self.best_state = {k: v.detach().clone().cpu() for k, v in pl_module.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone().cpu() for k, v in self.network.state_dict().items()}
             save_weights(self.best_state, self.run_dir / "model.safetensors")
         write_history(self.run_dir / "history.csv", pl_module.history)
 

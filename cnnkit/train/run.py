@@ -5,7 +5,8 @@ Layout of ``runs/NAME/``::
     config.yaml         model name and kwargs, preprocessing, data, hyperparameters
     classes.json        class names; index i is the model's output i
     model.safetensors   best weights (by validation accuracy across all stages)
-    history.csv         one row per epoch: loss, accuracy, val_loss, val_accuracy, lr, stage
+    history.csv         one row per epoch: loss, accuracy, val_loss, val_accuracy, lr, stage, seconds
+                        (the epoch's duration) and elapsed (seconds since the run started)
     curves.png          training curves
     metrics.json        headline numbers
 
@@ -25,7 +26,7 @@ from cnnkit.fileio import read_json, read_yaml, write_text
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
 
-HISTORY_COLUMNS = ("epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "elapsed")
 
 
 def new_run_dir(out: str | Path | None, default_name: str, root: str | Path = "runs") -> Path:
@@ -92,6 +93,7 @@ class Run:
                 pretrained=False,
                 image_size=self.preprocessing.input_size,
                 weights=self.path / "model.safetensors",
+                head=self.config.get("head", "linear"),
                 **self.config.get("model_kwargs", {}),
             )
             self.model.preprocessing = self.preprocessing

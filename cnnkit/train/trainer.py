@@ -1,8 +1,11 @@
 """``cnnkit.train``: one call from a dataset to a finished run folder.
 
 From-scratch models train in one stage. Pretrained models train in two, as in the notes: a new
-head on the frozen base, then fine-tuning at a tenth of the learning rate. The best weights by
-validation accuracy across both stages are kept, so fine-tuning never leaves a worse model.
+head on the frozen base, then fine-tuning at a tenth of the learning rate. The head stage runs on
+cached base features (several augmented views per image, see :mod:`cnnkit.train.features`),
+which on a CPU is many times faster than pushing every image through the frozen base each
+epoch. The best weights by validation accuracy across both stages are kept, so fine-tuning never
+leaves a worse model.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from cnnkit.data.datasets import TensorImageDataset, decode_images, load_dataset, warn_skipped
+from cnnkit.cache import default_cache_dir
+from cnnkit.data.datasets import DecodedImages, TensorImageDataset, decode_images, load_dataset, warn_skipped
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
 from cnnkit.errors import CnnkitError
@@ -25,14 +30,19 @@ from cnnkit.evaluate.metrics import score
 from cnnkit.evaluate.plots import plot_curves
 from cnnkit.fileio import write_json, write_yaml
 from cnnkit.inference import Predictor
+from cnnkit.models.classifier import Classifier, feature_blocks
 from cnnkit.models.registry import create_model, get_model_info
 from cnnkit.runtime import lightning_precision, pick_device, resolve_precision
 from cnnkit.train.callbacks import KeepBestWeights
+from cnnkit.train.features import CachedFeatureDataset, cached_features
 from cnnkit.train.module import ClassifierModule, freeze
 from cnnkit.train.run import Run, new_run_dir
 
-DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8}
+DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
 DEFAULT_FINE_TUNE_EPOCHS = 3
+DEFAULT_CACHE_VIEWS = 5
+SAMPLERS = ("shuffle", "balanced")
+CLASS_WEIGHTS = ("none", "auto")
 
 
 def _quiet_lightning() -> None:
@@ -41,6 +51,59 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*bf16-mixed.*")
+
+
+def _check_options(**options: Any) -> None:
+    """One-line errors for values no run could use, before any work starts."""
+    choices = {"sampler": SAMPLERS, "class_weight": CLASS_WEIGHTS}
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if name in choices and value not in choices[name]:
+            raise CnnkitError(f"{flag} must be one of {', '.join(choices[name])}, not {value!r}")
+        if name in ("epochs", "fine_tune_epochs") and value is not None and value < 0:
+            raise CnnkitError(f"{flag} must be 0 or more, not {value}")
+        if name in ("batch_size", "cache_views") and value is not None and value < 1:
+            raise CnnkitError(f"{flag} must be a positive number, not {value}")
+        if name in ("lr", "fine_tune_lr_factor") and value <= 0:
+            raise CnnkitError(f"{flag} must be positive, not {value}")
+
+
+def parse_unfreeze(unfreeze: str) -> int | None:
+    """``all`` -> None (every block); ``top:N`` -> N."""
+    if unfreeze == "all":
+        return None
+    if unfreeze.startswith("top:") and unfreeze[4:].isdigit() and int(unfreeze[4:]) > 0:
+        return int(unfreeze[4:])
+    raise CnnkitError(f"--unfreeze must be 'all' or 'top:N' with N > 0 (e.g. top:3), not {unfreeze!r}")
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, N / (C * n_c): a class with half the images counts twice as much."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    if (counts == 0).any():
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise CnnkitError(f"--class-weight auto needs training images of every class; none for class index {missing}")
+    return len(labels) / (num_classes * counts)
+
+
+def _loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, sampler: str, seed: int) -> DataLoader:
+    """Shuffled batches, or with ``balanced`` each class drawn equally often (oversampling small ones)."""
+    generator = torch.Generator().manual_seed(seed)
+    if sampler == "balanced":
+        counts = torch.bincount(labels).float()
+        weights = (1.0 / counts)[labels]
+        balanced = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, sampler=balanced)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def _image_loaders(
+    train_images: DecodedImages, val_images: DecodedImages, train_tf, val_tf, batch_size: int, sampler: str, seed: int
+) -> tuple[DataLoader, DataLoader]:
+    return (
+        _loader(TensorImageDataset(train_images, train_tf), train_images.labels, batch_size, sampler, seed),
+        DataLoader(TensorImageDataset(val_images, val_tf), batch_size=max(64, batch_size)),
+    )
 
 
 def _fit(
@@ -74,9 +137,18 @@ def _fit(
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
-        deterministic=False,
     )
     trainer.fit(module, train_loader, val_loader)
+
+
+def _unfreeze(network: Classifier, top: int | None) -> None:
+    """Make the whole base trainable, or only its top ``top`` blocks."""
+    if top is None:
+        freeze(network.features, frozen=False)
+        return
+    freeze(network.features, frozen=True)
+    for block in feature_blocks(network.features)[-top:]:
+        freeze(block, frozen=False)
 
 
 def train(
@@ -88,11 +160,18 @@ def train(
     image_size: int | None = None,
     batch_size: int = 32,
     lr: float = 1e-3,
-    fine_tune_lr: float | None = None,
+    fine_tune_lr_factor: float = 0.1,
+    unfreeze: str = "all",
+    head: str = "linear",
     augment: str = "auto",
     pretrained: bool | None = None,
     dropout: float | None = None,
     weight_decay: float = 0.0,
+    class_weight: str = "none",
+    sampler: str = "shuffle",
+    feature_cache: bool = True,
+    cache_views: int | None = None,
+    image_cache: str = "ram",
     patience: int = 5,
     val_split: float = 0.15,
     test_split: float = 0.15,
@@ -102,36 +181,46 @@ def train(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> Run:
-    """Train ``model`` on ``data`` (a folder or a built-in dataset name) and return the run.
+    """Train ``model`` on ``data`` (a folder, a built-in dataset name or a DatasetSplits) and return the run.
 
-    ``pretrained`` defaults to True when the model has ImageNet weights available offline.
-    ``epochs`` is the head stage for pretrained models and the only stage otherwise;
-    ``fine_tune_epochs`` (default 3, 0 to skip) unfreezes the whole network at ``fine_tune_lr``
-    (default ``lr / 10``). Writes the run folder described in :mod:`cnnkit.train.run`.
+    ``pretrained`` defaults to True when the model has ImageNet weights available offline. For
+    pretrained models ``epochs`` is the head stage (on cached features unless
+    ``feature_cache=False``; ``cache_views`` augmented views per image, default 5) and
+    ``fine_tune_epochs`` (default 3, 0 to skip) unfreezes ``unfreeze`` (``all`` or ``top:N``
+    blocks) at ``lr * fine_tune_lr_factor``. ``class_weight="auto"`` weighs the loss by inverse
+    class frequency; ``sampler="balanced"`` oversamples small classes instead. ``image_cache``
+    keeps decoded pixels in ``ram``, on ``disk`` or ``off``. Writes the run folder described in
+    :mod:`cnnkit.train.run`.
     """
     _quiet_lightning()
     started = time.perf_counter()
+    _check_options(
+        epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, cache_views=cache_views, lr=lr,
+        fine_tune_lr_factor=fine_tune_lr_factor, sampler=sampler, class_weight=class_weight,
+    )  # fmt: skip
+    unfreeze_top = parse_unfreeze(unfreeze)
     info = get_model_info(model)
     pretrained = info.pretrained == "offline" if pretrained is None else pretrained
-    for name, value in (("epochs", epochs), ("fine_tune_epochs", fine_tune_epochs), ("batch_size", batch_size)):
-        if value is not None and value < (1 if name == "batch_size" else 0):
-            raise CnnkitError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
-    if lr <= 0:
-        raise CnnkitError(f"--lr must be positive, not {lr}")
-    epochs = DEFAULT_EPOCHS["pretrained" if pretrained else "scratch"] if epochs is None else epochs
+    cached_head = pretrained and feature_cache
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS["pretrained_cached" if cached_head else "pretrained" if pretrained else "scratch"]
     fine_tune_epochs = (DEFAULT_FINE_TUNE_EPOCHS if pretrained else 0) if fine_tune_epochs is None else fine_tune_epochs
-    fine_tune_lr = lr / 10 if fine_tune_lr is None else fine_tune_lr
 
     dataset = data if isinstance(data, DatasetSplits) else load_dataset(data, val_split, test_split, seed)
     L.seed_everything(seed, verbose=False)
     model_kwargs: dict[str, Any] = {} if dropout is None else {"dropout": dropout}
-    network = create_model(model, len(dataset.classes), pretrained=pretrained, image_size=image_size, **model_kwargs)
+    network = create_model(
+        model, len(dataset.classes), pretrained=pretrained, image_size=image_size, head=head, **model_kwargs
+    )
     preprocessing = network.preprocessing
     augment = resolve_augment(augment, preprocessing)
+    views = (DEFAULT_CACHE_VIEWS if augment != "none" else 1) if cache_views is None else cache_views
 
     decode_started = time.perf_counter()
-    train_images = decode_images(dataset.train, preprocessing, for_training=augment != "none", warn=False)
-    val_images = decode_images(dataset.val, preprocessing, warn=False)
+    train_images = decode_images(
+        dataset.train, preprocessing, for_training=augment != "none", warn=False, cache=image_cache
+    )
+    val_images = decode_images(dataset.val, preprocessing, warn=False, cache=image_cache)
     warn_skipped(train_images.skipped + val_images.skipped)
     decode_seconds = time.perf_counter() - decode_started
     for split, decoded in (("train", train_images), ("val", val_images)):
@@ -140,10 +229,12 @@ def train(
 
     chosen_device = pick_device(device)
     precision = resolve_precision(precision, chosen_device)
+    weights = class_weights(train_images.labels, len(dataset.classes)) if class_weight == "auto" else None
     run_dir = new_run_dir(out, f"{dataset.name}-{model}")
     config = {
         "model": model,
         "model_kwargs": model_kwargs,
+        "head": head,
         "pretrained": pretrained,
         "preprocessing": preprocessing.to_dict(),
         "data": dataset.root,
@@ -155,10 +246,17 @@ def train(
         "augment": augment,
         "epochs": epochs,
         "fine_tune_epochs": fine_tune_epochs,
+        "unfreeze": unfreeze,
         "batch_size": batch_size,
         "lr": lr,
-        "fine_tune_lr": fine_tune_lr,
+        "fine_tune_lr": lr * fine_tune_lr_factor,
         "weight_decay": weight_decay,
+        "class_weight": class_weight,
+        "class_weights": None if weights is None else [round(w, 6) for w in weights.tolist()],
+        "sampler": sampler,
+        "feature_cache": cached_head,
+        "cache_views": views if cached_head else None,
+        "image_cache": image_cache,
         "patience": patience,
         "precision": precision,
         "device": str(chosen_device),
@@ -169,49 +267,65 @@ def train(
     write_yaml(run_dir / "config.yaml", config)
     write_json(run_dir / "classes.json", dataset.classes)
 
-    generator = torch.Generator().manual_seed(seed)
-    train_transform_ = train_transform(preprocessing, augment) if augment != "none" else eval_transform(preprocessing)
-    train_loader = DataLoader(
-        TensorImageDataset(train_images, train_transform_), batch_size=batch_size, shuffle=True, generator=generator
-    )
-    val_loader = DataLoader(
-        TensorImageDataset(val_images, eval_transform(preprocessing)), batch_size=max(64, batch_size)
-    )
-
-    network = network.to(memory_format=torch.channels_last)
-    module = ClassifierModule(network, lr=lr, weight_decay=weight_decay, frozen_batchnorm=pretrained)
-    keep_best = KeepBestWeights(run_dir)
+    val_tf = eval_transform(preprocessing)
+    train_tf = train_transform(preprocessing, augment) if augment != "none" else val_tf
+    network = network.to(chosen_device, memory_format=torch.channels_last)
+    history: list[dict[str, Any]] = []
+    keep_best = KeepBestWeights(run_dir, network)
     fit = dict(device=chosen_device, precision=precision, patience=patience, progress=progress)
+    module_options = dict(
+        weight_decay=weight_decay, class_weights=weights, frozen_batchnorm=pretrained, history=history,
+        run_started=started,
+    )  # fmt: skip
     stage_seconds: dict[str, float] = {}
-    stages = (
-        [("head", epochs, lr), ("fine_tune", fine_tune_epochs, fine_tune_lr)] if pretrained else [("train", epochs, lr)]
-    )
-    for stage, stage_epochs, stage_lr in stages:
-        freeze(network.features, frozen=stage == "head")
-        module.stage, module.lr = stage, stage_lr
+    metrics: dict[str, Any] = {}
+
+    if pretrained:
         stage_started = time.perf_counter()
+        freeze(network.features, frozen=True)
+        if cached_head:
+            hit = _train_head_on_cached_features(
+                network, train_images, val_images, train_tf, val_tf, views, lr, batch_size, sampler, seed,
+                settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
+                keep_best=keep_best, module_options=module_options, fit=fit, epochs=epochs,
+            )  # fmt: skip
+            metrics["feature_cache_hit"] = hit
+        else:
+            module = ClassifierModule(network, lr=lr, stage="head", **module_options)
+            loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
+            _fit(module, *loaders, epochs, keep_best, **fit)
+        stage_seconds["head"] = round(time.perf_counter() - stage_started, 2)
+    stages = [("fine_tune", fine_tune_epochs, lr * fine_tune_lr_factor)] if pretrained else [("train", epochs, lr)]
+    train_loader, val_loader = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
+    for stage, stage_epochs, stage_lr in stages:
+        if stage == "fine_tune":
+            keep_best.restore(network)  # fine-tune from the best head, not from the last epoch's
+            _unfreeze(network, unfreeze_top)
+        stage_started = time.perf_counter()
+        module = ClassifierModule(network, lr=stage_lr, stage=stage, **module_options)
         _fit(module, train_loader, val_loader, stage_epochs, keep_best, **fit)
         stage_seconds[stage] = round(time.perf_counter() - stage_started, 2)
     freeze(network.features, frozen=False)
     keep_best.restore(network)
     network.eval()
 
-    history = module.history
     plot_curves(history, run_dir / "curves.png")
     best = keep_best.best_row or {}
-    metrics: dict[str, Any] = {
-        "best_epoch": best.get("epoch"),
-        "best_stage": best.get("stage"),
-        "val_accuracy": best.get("val_accuracy"),
-        "val_loss": best.get("val_loss"),
-        "num_train": len(train_images.labels),
-        "num_val": len(val_images.labels),
-        "decode_seconds": round(decode_seconds, 2),
-        "stage_seconds": stage_seconds,
-    }
+    metrics.update(
+        {
+            "best_epoch": best.get("epoch"),
+            "best_stage": best.get("stage"),
+            "val_accuracy": best.get("val_accuracy"),
+            "val_loss": best.get("val_loss"),
+            "num_train": len(train_images.labels),
+            "num_val": len(val_images.labels),
+            "decode_seconds": round(decode_seconds, 2),
+            "stage_seconds": stage_seconds,
+        }
+    )
     if dataset.test is not None:
         predictor = Predictor.create(network, dataset.classes, device=device, precision=precision)
-        test_images = decode_images(dataset.test, preprocessing)
+        test_images = decode_images(dataset.test, preprocessing, cache=image_cache)
         if len(test_images.labels):
             evaluation = score(
                 predictor.probabilities(test_images.images), test_images, dataset.classes, "test", "none"
@@ -221,3 +335,42 @@ def train(
     metrics["total_seconds"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / "metrics.json", metrics)
     return Run(run_dir, config, dataset.classes, metrics, model=network.cpu().eval())
+
+
+def _train_head_on_cached_features(
+    network: Classifier,
+    train_images: DecodedImages,
+    val_images: DecodedImages,
+    train_tf,
+    val_tf,
+    views: int,
+    lr: float,
+    batch_size: int,
+    sampler: str,
+    seed: int,
+    *,
+    settings: dict[str, Any],
+    keep_best: KeepBestWeights,
+    module_options: dict[str, Any],
+    fit: dict[str, Any],
+    epochs: int,
+) -> bool:
+    """Compute (or reuse) base features once, then train only the head on them. Returns cache hit."""
+    device, precision = fit["device"], fit["precision"]
+    common = dict(cache_dir=default_cache_dir(), batch_size=64, device=device, precision=precision, seed=seed)
+    train_features, hit = cached_features(
+        network.features, network.num_features, train_images.images, train_tf, views,
+        settings={**settings, "split": "train"}, sources=train_images.sources, **common,
+    )  # fmt: skip
+    val_features, _ = cached_features(
+        network.features, network.num_features, val_images.images, val_tf, 1,
+        settings={**settings, "split": "val", "augment": "none"}, sources=val_images.sources, **common,
+    )  # fmt: skip
+    head_only = Classifier(nn.Identity(), network.head, network.num_features)
+    module = ClassifierModule(head_only, lr=lr, stage="head", **module_options)
+    train_loader = _loader(
+        CachedFeatureDataset(train_features, train_images.labels, seed), train_images.labels, batch_size, sampler, seed
+    )
+    val_loader = DataLoader(CachedFeatureDataset(val_features, val_images.labels), batch_size=256)
+    _fit(module, train_loader, val_loader, epochs, keep_best, **fit)
+    return hit

@@ -1,0 +1,91 @@
+"""Transfer learning on a CPU: cnnkit's cached recipe against the same recipe without caches.
+
+(a) cnnkit's default: decoded images kept in RAM, the head trained on cached base features
+    (several augmented views per image), then fine-tuning;
+(b) baseline: same model, data, epochs and augmentation, but no caches: every epoch decodes every
+    image and pushes it through the frozen base again.
+Both run in this process, one after the other. Targets: (b) takes at least 5x longer than (a) to
+reach the same validation accuracy; flowers128 test >= 80%; hymenoptera validation >= 95%.
+Also reports flowers128 test accuracy with and without flip TTA.
+
+Usage: python benchmarks/transfer.py [--datasets flowers128 hymenoptera] [--skip-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from typing import Any
+
+import cnnkit
+from benchmarks._common import DATASETS, report
+
+IMAGE_SIZE = {"flowers128": 224, "hymenoptera": 224}
+
+
+def time_to_reach(run, accuracy: float) -> float | None:
+    """Seconds from the start of the run to the end of the first epoch at or above ``accuracy``."""
+    for row in run.history:
+        if row["val_accuracy"] >= accuracy - 1e-9:
+            return row["elapsed"]
+    return None
+
+
+def describe(name: str, recipe: str, run) -> dict[str, Any]:
+    seconds = run.metrics["stage_seconds"]
+    return {
+        "dataset": name,
+        "recipe": recipe,
+        "decode_s": run.metrics["decode_seconds"],
+        "head_s": seconds.get("head", 0.0),
+        "fine_tune_s": seconds.get("fine_tune", 0.0),
+        "total_s": run.metrics["total_seconds"],
+        "best_val": run.metrics["val_accuracy"],
+        "best": f"{run.metrics['best_stage']}:{run.metrics['best_epoch']}",
+        "test": run.metrics.get("test_accuracy", "-"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["flowers128", "hymenoptera"])
+    parser.add_argument("--epochs", type=int, default=None, help="head epochs (default: cnnkit's)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=None)
+    parser.add_argument("--skip-baseline", action="store_true", help="only run cnnkit's recipe")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    targets: dict[str, bool] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            common = dict(
+                image_size=IMAGE_SIZE.get(name), epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+                progress=False, seed=0,
+            )  # fmt: skip
+            fast = cnnkit.train(DATASETS / name, "efficientnet_lite0", out=f"{tmp}/{name}-a", **common)
+            rows.append(describe(name, "cnnkit (caches)", fast))
+            if name == "flowers128":
+                for tta in ("none", "flip"):
+                    accuracy = cnnkit.evaluate(fast.path, split="test", tta=tta, save=False).accuracy
+                    rows.append({**rows[-1], "recipe": f"cnnkit, test TTA={tta}", "test": accuracy})
+                targets["flowers128 test accuracy >= 80%"] = fast.metrics["test_accuracy"] >= 0.80
+            if name == "hymenoptera":
+                targets["hymenoptera validation accuracy >= 95%"] = fast.metrics["val_accuracy"] >= 0.95
+            if args.skip_baseline:
+                continue
+            slow = cnnkit.train(
+                DATASETS / name, "efficientnet_lite0", out=f"{tmp}/{name}-b", feature_cache=False, image_cache="off",
+                **common,
+            )  # fmt: skip
+            rows.append(describe(name, "baseline (no caches)", slow))
+            target = min(fast.metrics["val_accuracy"], slow.metrics["val_accuracy"])
+            fast_time, slow_time = time_to_reach(fast, target), time_to_reach(slow, target)
+            ratio = slow_time / fast_time
+            rows.append({"dataset": name, "recipe": f"time to {target:.2%} val", "total_s": fast_time,
+                         "baseline_s": slow_time, "speed_ratio": round(ratio, 2)})  # fmt: skip
+            targets[f"{name}: baseline/cnnkit time to the same accuracy >= 5 (got {ratio:.1f})"] = ratio >= 5
+    return 0 if report("transfer", "Transfer learning: caches vs none", rows, targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

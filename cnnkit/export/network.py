@@ -1,0 +1,99 @@
+"""The exported network and its input contract, shared by every format.
+
+An exported model ends in softmax (apps want probabilities, not logits), divides the logits by
+the run's calibrated temperature first (so it agrees with ``cnnkit predict --run``), and takes one
+of three inputs:
+
+* ``normalized``: float32 (N, C, H, W), already scaled to [0, 1] and normalized with mean/std;
+* ``raw``: uint8 (N, H, W, C) pixels, resized and cropped to the input size; scaling,
+  normalization and the NHWC -> NCHW transpose run inside the graph;
+* ``unit``: float32 (N, C, H, W) in [0, 1]; the graph normalizes per channel. Core ML uses this
+  when the std differs by channel, because its ImageType has one scale for all channels.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit.data.transforms import eval_transform
+from cnnkit.errors import CnnkitError
+from cnnkit.inference import TTA_MODES, load_images
+from cnnkit.models.config import Preprocessing
+
+INPUT_KINDS = ("normalized", "raw", "unit")
+
+
+class ExportedClassifier(nn.Module):
+    """A classifier with softmax, temperature and, for ``raw``/``unit`` input, its normalization built in.
+
+    Scaling multiplies by 1/255 as torchvision's ``ToDtype`` does, so results match PyTorch to the last bit or two.
+    """
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, input_kind: str, temperature: float) -> None:
+        super().__init__()
+        if input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, not {input_kind!r}")
+        self.model = model
+        self.input_kind = input_kind
+        self.temperature = temperature
+        shape = (1, preprocessing.channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(shape))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.input_kind == "raw":
+            image = image.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+        if self.input_kind != "normalized":
+            image = (image - self.mean) / self.std
+        return (self.model(image) / self.temperature).softmax(1)
+
+
+def model_input(images: torch.Tensor, preprocessing: Preprocessing, input_kind: str) -> torch.Tensor:
+    """Prepared uint8 images (N, C, H, W) -> the tensor an exported model with ``input_kind`` takes."""
+    if input_kind == "raw":
+        return images.permute(0, 2, 3, 1).contiguous()
+    if input_kind == "unit":
+        return images.float() * (1.0 / 255.0)
+    return eval_transform(preprocessing)(images)
+
+
+def example_input(preprocessing: Preprocessing, input_kind: str, batch: int = 2) -> torch.Tensor:
+    """A random input for tracing; batch 2 so that exporters do not specialize the batch to 1."""
+    size, channels = preprocessing.input_size, preprocessing.channels
+    pixels = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
+    return model_input(pixels, preprocessing, input_kind)
+
+
+@dataclass
+class ExportedPredictor(ABC):
+    """Runs an exported model on prepared uint8 images, like :class:`cnnkit.inference.Predictor` does for PyTorch."""
+
+    classes: list[str]
+    preprocessing: Preprocessing
+    input_kind: str
+
+    @abstractmethod
+    def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, classes) for one batch already in the model's input format."""
+
+    def probabilities(self, images: torch.Tensor, batch_size: int = 64, tta: str = "none") -> torch.Tensor:
+        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
+        if tta not in TTA_MODES:
+            raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            probs = self.run_batch(model_input(batch, self.preprocessing, self.input_kind))
+            if tta == "flip":
+                probs = (probs + self.run_batch(model_input(batch.flip(-1), self.preprocessing, self.input_kind))) / 2
+            outputs.append(probs)
+        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+
+    def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        return load_images(paths, self.preprocessing)

@@ -1,0 +1,133 @@
+"""Feature caching for the frozen-base stage of transfer learning.
+
+While the base is frozen, every epoch would push every image through it again: on a CPU that is
+nearly all of the training time. Instead the base's pooled output is computed once per image, for
+``views`` augmented versions of each training image, and the head trains on those vectors; each
+epoch draws one of the views per image, so augmentation still does its job.
+
+Caches are stored under ``$CNNKIT_CACHE`` (default ``~/.cache/cnnkit``), named by
+:func:`cnnkit.cache.cache_key` over the model, its weights, preprocessing, augmentation, number of
+views, seed and the image files, so a re-run with the same settings reuses the cache and a run
+with any other setting never does. They are read into memory, or memory-mapped when large.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from cnnkit.cache import cache_key
+from cnnkit.fileio import atomic_path
+from cnnkit.runtime import autocast
+
+SPILL_BYTES = 2 * 1024**3  # caches larger than this stay memory-mapped instead of being read into RAM
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Cheap digest of a module's weights, so a cache never outlives the weights it came from."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().float().flatten()
+        digest.update(name.encode())
+        digest.update(np.asarray([flat.numel(), flat.sum().item(), flat[:: max(1, flat.numel() // 64)].sum().item()]))
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def extract_features(
+    features: nn.Module,
+    images: torch.Tensor,
+    transform,
+    views: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    seed: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pooled features of ``views`` transformed copies of each uint8 image: shape (views, N, F).
+
+    ``out`` may be a preallocated (memory-mapped) array to fill. The seed fixes which random
+    augmentations each view gets.
+    """
+    features.eval()
+    result = out
+    with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
+        torch.manual_seed(seed)
+        for view in range(views):
+            for start in range(0, len(images), batch_size):
+                batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
+                batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+                with autocast(device, precision):
+                    vectors = features(batch).float().cpu().numpy()
+                if result is None:
+                    result = np.empty((views, len(images), vectors.shape[1]), dtype=np.float32)
+                result[view, start : start + len(vectors)] = vectors
+    return result
+
+
+def cached_features(
+    features: nn.Module,
+    num_features: int,
+    images: torch.Tensor,
+    transform,
+    views: int,
+    *,
+    settings: dict[str, Any],
+    sources: list[str],
+    cache_dir: Path,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    seed: int,
+) -> tuple[np.ndarray, bool]:
+    """Features from the disk cache when a matching one exists, else computed and stored there.
+
+    Returns the array (in RAM, or memory-mapped when over :data:`SPILL_BYTES`) and whether the
+    cache was hit.
+    """
+    key = cache_key({**settings, "views": views, "seed": seed, "weights": weights_fingerprint(features)}, sources)
+    path = cache_dir / f"features-{key}.npy"
+    hit = path.is_file()
+    if not hit:
+        with atomic_path(path) as tmp:
+            shape = (views, len(images), num_features)
+            memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            extract_features(
+                features,
+                images,
+                transform,
+                views,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                seed=seed,
+                out=memmap,
+            )
+            memmap.flush()
+            del memmap
+    array = np.load(path, mmap_mode="r")
+    return (np.array(array) if array.nbytes <= SPILL_BYTES else array), hit
+
+
+class CachedFeatureDataset(Dataset):
+    """(feature vector, label) pairs; each access draws one of the cached views at random."""
+
+    def __init__(self, features: np.ndarray, labels: torch.Tensor, seed: int = 0) -> None:
+        self.features = features
+        self.labels = labels
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        view = int(torch.randint(len(self.features), (1,), generator=self.generator)) if len(self.features) > 1 else 0
+        return torch.from_numpy(np.array(self.features[view, index])), self.labels[index]

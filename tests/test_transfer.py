@@ -1,0 +1,139 @@
+"""Fast transfer learning: feature caches, image caches, heads, unfreezing, imbalance, TTA."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.data import decode_images, load_dataset
+from cnnkit.data.transforms import eval_transform, train_transform
+from cnnkit.inference import Predictor
+from cnnkit.models import create_model
+from cnnkit.models.classifier import feature_blocks
+from cnnkit.runtime import pick_device
+from cnnkit.train.features import CachedFeatureDataset, extract_features
+from cnnkit.train.trainer import _loader, _unfreeze, class_weights, parse_unfreeze
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_model("efficientnet_lite0", 3, pretrained=True, image_size=64).eval()
+
+
+@pytest.fixture(scope="module")
+def shapes_images(shapes_dir: Path, lite0):
+    dataset = load_dataset(shapes_dir)
+    return dataset, decode_images(dataset.train, lite0.preprocessing, for_training=True)
+
+
+def test_cached_features_give_the_same_head_outputs_as_the_base(lite0, shapes_dir: Path) -> None:
+    decoded = decode_images(load_dataset(shapes_dir).val, lite0.preprocessing)
+    transform = eval_transform(lite0.preprocessing)
+    cached = extract_features(
+        lite0.features, decoded.images, transform, 1, batch_size=4, device=torch.device("cpu"), precision="fp32", seed=0
+    )
+    with torch.no_grad():
+        direct = lite0(transform(decoded.images))
+        from_cache = lite0.head(torch.from_numpy(cached[0]))
+    assert cached.shape == (1, len(decoded.labels), lite0.num_features)
+    assert torch.allclose(from_cache, direct, atol=1e-4)
+
+
+def test_augmented_views_really_differ(lite0, shapes_images) -> None:
+    _, decoded = shapes_images
+    transform = train_transform(lite0.preprocessing, "standard")
+    views = extract_features(
+        lite0.features, decoded.images[:6], transform, 3, batch_size=6, device=torch.device("cpu"), precision="fp32",
+        seed=0,
+    )  # fmt: skip
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(views[a]), torch.from_numpy(views[b]))
+        assert (cosine < 0.999).all()
+    dataset = CachedFeatureDataset(views, decoded.labels[:6], seed=0)
+    drawn = torch.stack([dataset[0][0] for _ in range(20)])
+    assert len({tuple(row[:4].tolist()) for row in drawn}) > 1
+
+
+def test_class_weights_follow_the_counts() -> None:
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    weights = class_weights(labels, 3)
+    assert torch.allclose(weights, torch.tensor([100 / 180, 100 / 90, 100 / 30]))
+    counts = torch.bincount(labels).float()
+    assert torch.allclose(weights * counts, torch.full((3,), 100 / 3))
+
+
+def test_balanced_sampler_draws_every_class_equally_often() -> None:
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    loader = _loader(torch.utils.data.TensorDataset(labels), labels, batch_size=1000, sampler="balanced", seed=0)
+    drawn = torch.cat([batch[0] for _ in range(10) for batch in loader])
+    assert 0.4 < (drawn == 1).float().mean() < 0.6
+
+
+def test_unfreeze_top_blocks_only(lite0) -> None:
+    model = create_model("efficientnet_lite0", 3, image_size=64)
+    assert parse_unfreeze("all") is None and parse_unfreeze("top:2") == 2
+    _unfreeze(model, 2)
+    blocks = feature_blocks(model.features)
+    trainable = [any(p.requires_grad for p in block.parameters()) for block in blocks]
+    assert trainable == [False] * (len(blocks) - 2) + [True, True]
+
+
+def _train(data, out: Path, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        options = {"image_size": 64, "epochs": 2, "fine_tune_epochs": 0, **options}
+        return cnnkit.train(data, "efficientnet_lite0", progress=False, out=out, **options)
+
+
+def test_rerun_reuses_the_cache_but_a_new_augmentation_never_does(shapes_dir: Path, tmp_path: Path) -> None:
+    first = _train(shapes_dir, tmp_path / "a", augment="standard", cache_views=2)
+    again = _train(shapes_dir, tmp_path / "b", augment="standard", cache_views=2)
+    other = _train(shapes_dir, tmp_path / "c", augment="none")
+    fewer = _train(shapes_dir, tmp_path / "d", augment="standard", cache_views=1)
+    assert (first.metrics["feature_cache_hit"], again.metrics["feature_cache_hit"]) == (False, True)
+    assert other.metrics["feature_cache_hit"] is False and fewer.metrics["feature_cache_hit"] is False
+    assert first.history[0]["loss"] == pytest.approx(again.history[0]["loss"], rel=1e-5)
+    assert other.config["cache_views"] == 1 and first.config["cache_views"] == 2
+
+
+def test_cached_and_uncached_head_stages_reach_similar_accuracy(shapes_dir: Path, tmp_path: Path) -> None:
+    cached = _train(shapes_dir, tmp_path / "cached", augment="none", epochs=6)
+    plain = _train(shapes_dir, tmp_path / "plain", augment="none", epochs=6, feature_cache=False, image_cache="off")
+    assert cached.config["feature_cache"] and not plain.config["feature_cache"]
+    assert cached.metrics["val_accuracy"] >= 0.8
+    assert abs(cached.metrics["val_accuracy"] - plain.metrics["val_accuracy"]) <= 0.15
+
+
+def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Path, tmp_path: Path) -> None:
+    run = _train(shapes_dir, tmp_path / "run", augment="none", class_weight="auto", sampler="balanced", head="mlp")
+    assert run.config["class_weight"] == "auto" and run.config["sampler"] == "balanced"
+    assert len(run.config["class_weights"]) == 3
+    reloaded = cnnkit.load_run(run.path).load_model()
+    assert isinstance(reloaded.head[0], torch.nn.Linear) and reloaded.head[0].out_features == 128
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(images), run.model(images), atol=1e-5)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(lite0) -> None:
+    predictor = Predictor.create(lite0, ["a", "b", "c"], device="cpu", precision="fp32")
+    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)
+    plain = predictor.probabilities(images)
+    mirrored = predictor.probabilities(images.flip(-1))
+    tta = predictor.probabilities(images, tta="flip")
+    assert torch.allclose(tta, (plain + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(plain, mirrored, atol=1e-4)
+    assert pick_device("cpu").type == "cpu"
+
+
+def test_image_cache_modes_hold_the_same_pixels(shapes_dir: Path, lite0) -> None:
+    split = load_dataset(shapes_dir).val
+    ram, disk, off = (decode_images(split, lite0.preprocessing, cache=mode) for mode in ("ram", "disk", "off"))
+    assert np.array_equal(ram.images.numpy(), disk.images[:].numpy())
+    assert torch.equal(ram.images[2], off.images[2])
+    assert disk.images.shape == tuple(ram.images.shape)
