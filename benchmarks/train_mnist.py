@@ -32,8 +32,9 @@ def main() -> int:
             out=f"{tmp}/run",
         )
         seconds = time.perf_counter() - started
+        history = run.history  # read before the temporary run folder is deleted
     row = {
-        "epochs_run": len(run.history),
+        "epochs_run": len(history),
         "best_epoch": run.metrics["best_epoch"],
         "val_accuracy": run.metrics["val_accuracy"],
         "test_accuracy": run.metrics["test_accuracy"],

@@ -47,16 +47,13 @@ def find_landmarks(history: list[dict[str, Any]], min_epochs: int = 2) -> CurveL
     gaps = [row["val_loss"] - row["loss"] for row in rows]
     best_position = rows.index(best)
     gap_at_best = gaps[best_position]
-    overfitting_epoch = None
-    onset = len(rows)
+    onset = len(rows)  # walk back from the last epoch while the gap stays wider than at the best epoch
     while onset > best_position + 1 and gaps[onset - 1] > gap_at_best:
         onset -= 1
-    if len(rows) - onset >= min_epochs:
-        overfitting_epoch = int(rows[onset]["epoch"])
     return CurveLandmarks(
         best_epoch=int(best["epoch"]),
         best_val_loss=float(best["val_loss"]),
-        overfitting_epoch=overfitting_epoch,
+        overfitting_epoch=int(rows[onset]["epoch"]) if len(rows) - onset >= min_epochs else None,
         gap_at_best=float(gap_at_best),
         final_gap=float(gaps[-1]),
     )

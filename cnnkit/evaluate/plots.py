@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from cnnkit.evaluate.calibration import apply_temperature, expected_calibration_error, reliability_bins
@@ -54,6 +55,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
             if row["stage"] != previous["stage"]:
                 ax.axvline(row["epoch"] - 0.5, color="grey", linestyle="--", linewidth=1)
                 ax.text(row["epoch"] - 0.4, ax.get_ylim()[1], row["stage"], va="top", fontsize=8, color="grey")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -100,9 +102,9 @@ def plot_roc_curves(probabilities: np.ndarray, labels: np.ndarray, classes: list
 def plot_reliability_diagram(
     probabilities: np.ndarray, labels: np.ndarray, path: Path, temperature: float | None = None
 ) -> None:
-    """Accuracy against confidence per bin (the diagonal is perfect calibration), above a histogram of confidence.
+    """Accuracy per confidence bin (bars below the diagonal: over-confident), above a histogram of confidence.
 
-    With ``temperature``, the same bins after temperature scaling are drawn as a line for comparison.
+    With ``temperature``, each bin after temperature scaling is a dot at (confidence, accuracy).
     """
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     bins = reliability_bins(probabilities, labels)
@@ -111,14 +113,14 @@ def plot_reliability_diagram(
     filled = np.array([b.count > 0 for b in bins])
     accuracy = np.array([b.accuracy for b in bins])
     top.bar(centers[filled], accuracy[filled], width=width * 0.95, color="#4c78a8", edgecolor="white", label="accuracy")
-    top.bar(
+    top.plot(
         centers[filled],
-        np.array([b.confidence for b in bins])[filled] - accuracy[filled],
-        bottom=accuracy[filled],
-        width=width * 0.95,
+        np.array([b.confidence for b in bins])[filled],
+        "_",
         color=OVERFITTING_COLOR,
-        alpha=0.25,
-        label="gap to confidence",
+        markersize=14,
+        markeredgewidth=2.5,
+        label="mean confidence",
     )
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     title = f"Reliability diagram: ECE {expected_calibration_error(probabilities, labels):.3f}"
@@ -128,7 +130,7 @@ def plot_reliability_diagram(
         top.plot(
             [b.confidence for b in scaled],
             [b.accuracy for b in scaled],
-            "o-",
+            "o",
             color=BEST_COLOR,
             label=f"after temperature {temperature:.2f}",
         )

@@ -57,9 +57,10 @@ h3 { font-size: 16px; margin: 18px 0 8px; }
 .note-box { background: #fffbea; border-left: 4px solid #f0b429; padding: 10px 14px; margin: 12px 0; }
 .muted { color: var(--muted); }
 table { border-collapse: collapse; margin: 8px 0 14px; font-size: 14px; }
-th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: right; }
+th, td { padding: 6px 12px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+.narrow { max-width: 560px; }
 th:first-child, td:first-child { text-align: left; }
-table.facts td { text-align: left; }
+table.facts td { text-align: left; white-space: normal; }
 table.facts td:first-child { color: var(--muted); white-space: nowrap; }
 th { background: var(--card); font-weight: 600; }
 tr.weakest td { background: #fff5f5; }
@@ -119,6 +120,10 @@ def _percent(value: float | None) -> str:
 
 def _number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _rounded(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
 def _gradcam_overlay() -> Callable[..., Any] | None:
@@ -276,9 +281,9 @@ def _per_class_section(analysis: Analysis, train_counts: list[int]) -> str:
         "training images of the weakest class are usually the first thing to try.</p>"
     )
     return (
-        '<section id="classes"><h2>Per-class report</h2><div class="columns"><div>'
+        '<section id="classes"><h2>Per-class report</h2>'
         f"{_table(['class', 'precision', 'recall', 'F1', 'support', 'ROC AUC', 'train images'], rows, css)}{advice}"
-        f"</div><div>{_figure(analysis.files['roc_curves'], 'ROC curves, one class against the rest')}</div></div>"
+        f'<div class="narrow">{_figure(analysis.files["roc_curves"], "ROC curves, one class against the rest")}</div>'
         "</section>"
     )
 
@@ -319,7 +324,7 @@ def _mistakes_section(analysis: Analysis, plain: dict[str, str], heatmaps: dict[
         f"{_gallery_html(interpretation.confidently_wrong, plain, heatmaps)}"
         "<h3>Hesitant</h3><p>The smallest margins between the two most likely classes, right or wrong: where the "
         f"classes overlap.{closest_call}</p>"
-        f"{_gallery_html(interpretation.hesitant, plain, heatmaps)}</section>"
+        f"{_gallery_html(interpretation.hesitant, plain, heatmaps={})}</section>"
     )
 
 
@@ -342,7 +347,7 @@ def _calibration_section(analysis: Analysis) -> str:
         '<section id="calibration"><h2>Calibration</h2><div class="columns"><div><p>Is a 90% prediction right 90% '
         "of the time? Expected calibration error (ECE, 15 bins) is the average gap between confidence and accuracy: "
         f"<b>{ece:.3f}</b>.</p>{fitted}</div><div>"
-        f"{_figure(analysis.files['reliability'], 'Reliability diagram: bars below the diagonal mean over-confidence')}"
+        f"{_figure(analysis.files['reliability'], 'Bars below the diagonal: over-confident; above: under-confident')}"
         "</div></div></section>"
     )
 
@@ -359,7 +364,7 @@ def _model_section(card: ModelCard) -> str:
             "preprocessing",
             _escape(
                 f"center crop {p['crop_pct']:g} of the short side, {p['interpolation']} resize, "
-                f"mean {list(p['mean'])}, std {list(p['std'])}"
+                f"mean {_rounded(p['mean'])}, std {_rounded(p['std'])}"
             ),
         ],
         ["training", _escape(", ".join(f"{k} {v}" for k, v in card.training.items() if v is not None))],

@@ -7,7 +7,7 @@ epoch draws one of the views per image, so augmentation still does its job.
 
 Caches are stored under ``$CNNKIT_CACHE`` (default ``~/.cache/cnnkit``), named by
 :func:`cnnkit.cache.cache_key` over the model, its weights, preprocessing, augmentation, number of
-views, seed and the image files, so a re-run with the same settings reuses the cache and a run
+views, seed, precision and the image files, so a re-run with the same settings reuses the cache and a run
 with any other setting never does. They are read into memory, or memory-mapped when large.
 """
 

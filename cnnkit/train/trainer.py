@@ -286,7 +286,8 @@ def train(
         if cached_head:
             hit = _train_head_on_cached_features(
                 network, train_images, val_images, train_tf, val_tf, views, lr, batch_size, sampler, seed,
-                settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
+                settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment,
+                          "precision": precision},
                 keep_best=keep_best, module_options=module_options, fit=fit, epochs=epochs,
             )  # fmt: skip
             metrics["feature_cache_hit"] = hit
