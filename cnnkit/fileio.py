@@ -28,6 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private (0600); run files are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -112,3 +112,4 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
         raise RuntimeError("crash mid-write")
     assert target.read_text().strip().startswith('{\n  "accuracy": 0.9')
     assert list(tmp_path.iterdir()) == [target]
+    assert target.stat().st_mode & 0o777 == 0o644
