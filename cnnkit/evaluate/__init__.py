@@ -3,7 +3,6 @@
 The package itself is callable: ``cnnkit.evaluate(...)`` is :func:`cnnkit.evaluate.metrics.evaluate`.
 """
 
-import cnnkit.train  # noqa: F401  (first: cnnkit.train imports evaluate.metrics, which needs train.run)
 from cnnkit._callable import make_package_callable
 from cnnkit.evaluate.analysis import Analysis, analyze, calibrate
 from cnnkit.evaluate.calibration import (

@@ -26,7 +26,6 @@ from cnnkit.data.datasets import DecodedImages, TensorImageDataset, decode_image
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate.metrics import score
 from cnnkit.evaluate.plots import plot_curves
 from cnnkit.fileio import write_json, write_yaml
 from cnnkit.inference import Predictor
@@ -325,6 +324,8 @@ def train(
         }
     )
     if dataset.test is not None:
+        from cnnkit.evaluate.metrics import score  # imported here: evaluate.metrics itself loads train.run
+
         predictor = Predictor.create(network, dataset.classes, device=device, precision=precision)
         test_images = decode_images(dataset.test, preprocessing, cache=image_cache)
         if len(test_images.labels):
