@@ -14,7 +14,7 @@ from cnnkit.data import decode_images, load_dataset
 from cnnkit.data.transforms import eval_transform, train_transform
 from cnnkit.inference import Predictor
 from cnnkit.models import create_model
-from cnnkit.models.classifier import feature_blocks
+from cnnkit.models.classifier import feature_blocks, split_frozen_prefix
 from cnnkit.runtime import pick_device
 from cnnkit.train.features import CachedFeatureDataset, extract_features
 from cnnkit.train.trainer import _loader, _unfreeze, class_weights, parse_unfreeze
@@ -76,11 +76,27 @@ def test_balanced_sampler_draws_every_class_equally_often() -> None:
 
 def test_unfreeze_top_blocks_only(lite0) -> None:
     model = create_model("efficientnet_lite0", 3, image_size=64)
-    assert parse_unfreeze("all") is None and parse_unfreeze("top:2") == 2
+    assert parse_unfreeze("all", 18) is None and parse_unfreeze("top:2", 18) == 2 and parse_unfreeze("auto", 18) == 6
     _unfreeze(model, 2)
     blocks = feature_blocks(model.features)
     trainable = [any(p.requires_grad for p in block.parameters()) for block in blocks]
     assert trainable == [False] * (len(blocks) - 2) + [True, True]
+
+
+def test_the_frozen_prefix_computes_what_the_base_computes() -> None:
+    model = create_model("efficientnet_lite0", 3, image_size=64).eval()
+    _unfreeze(model, 3)
+    prefix, rest = split_frozen_prefix(model.features, 64)
+    assert not any(p.requires_grad for p in prefix.parameters())
+    trainable = {id(p) for p in model.features.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in rest.parameters()}
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(rest(prefix(images)), model.features(images), atol=1e-5)
+    torchvision_style = create_model("mobilenet_v2", 3)  # pools inside forward(): cannot be cut, so is not
+    _unfreeze(torchvision_style, 2)
+    prefix, rest = split_frozen_prefix(torchvision_style.features, 224)
+    assert isinstance(prefix, torch.nn.Identity) and rest is torchvision_style.features
 
 
 def _train(data, out: Path, **options):
@@ -107,6 +123,20 @@ def test_cached_and_uncached_head_stages_reach_similar_accuracy(shapes_dir: Path
     assert cached.config["feature_cache"] and not plain.config["feature_cache"]
     assert cached.metrics["val_accuracy"] >= 0.8
     assert abs(cached.metrics["val_accuracy"] - plain.metrics["val_accuracy"]) <= 0.15
+
+
+def test_fine_tuning_on_cached_activations_matches_fine_tuning_on_images(shapes_dir: Path, tmp_path: Path) -> None:
+    options = dict(augment="none", epochs=1, fine_tune_epochs=2, unfreeze="top:3", precision="fp32")
+    cached = _train(shapes_dir, tmp_path / "cached", **options)
+    plain = _train(shapes_dir, tmp_path / "plain", feature_cache=False, image_cache="off", **options)
+    assert cached.config["fine_tune_input"] == "cached activations"
+    assert [row["stage"] for row in cached.history] == ["head", "fine_tune", "fine_tune"]
+    for fast, slow in zip(cached.history, plain.history, strict=True):
+        assert fast["loss"] == pytest.approx(slow["loss"], rel=2e-3)
+        assert fast["val_loss"] == pytest.approx(slow["val_loss"], rel=2e-3)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(cached.model(images), plain.model(images), atol=1e-2)  # float16 cache
 
 
 def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Path, tmp_path: Path) -> None:

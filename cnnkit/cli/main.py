@@ -41,13 +41,15 @@ def train(
         int | None, typer.Option(help="Epochs of the first stage (head stage for pretrained models).")
     ] = None,
     fine_tune_epochs: Annotated[
-        int | None, typer.Option(help="Epochs of whole-network fine-tuning (pretrained only).")
+        int | None, typer.Option(help="Fine-tuning epochs (pretrained only; default 8 on cached activations, else 3).")
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in pixels; default: the model's own.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per training batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate (Adam) of the first stage.")] = 1e-3,
-    fine_tune_lr_factor: Annotated[float, typer.Option(help="Fine-tuning learning rate as a fraction of --lr.")] = 0.1,
-    unfreeze: Annotated[str, typer.Option(help="What fine-tuning trains: all, or top:N blocks of the base.")] = "all",
+    fine_tune_lr_factor: Annotated[float, typer.Option(help="Fine-tuning learning rate as a fraction of --lr.")] = 0.3,
+    unfreeze: Annotated[
+        str, typer.Option(help="What fine-tuning trains: auto (top third of the base's blocks), all, or top:N blocks.")
+    ] = "auto",
     head: Annotated[str, typer.Option(help="linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")] = (
         "linear"
     ),
@@ -62,7 +64,7 @@ def train(
         ),
     ] = True,
     cache_views: Annotated[
-        int | None, typer.Option(help="Augmented views cached per training image (default 5; 1 without augmentation).")
+        int | None, typer.Option(help="Augmented views cached per training image (default 3; 1 without augmentation).")
     ] = None,
     image_cache: Annotated[str, typer.Option(help="Where decoded pixels live: ram, disk or off.")] = "ram",
     augment: Annotated[

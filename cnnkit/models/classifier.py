@@ -88,3 +88,51 @@ def set_batchnorm_eval(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def _layers_in_order(module: nn.Module) -> list[nn.Module]:
+    """Children in definition order, nested Sequentials (stages) opened up, Identity dropped."""
+    layers: list[nn.Module] = []
+    for child in module.children():
+        if isinstance(child, nn.Sequential):
+            layers.extend(_layers_in_order(child))
+        elif not isinstance(child, nn.Identity):
+            layers.append(child)
+    return layers
+
+
+@torch.no_grad()
+def split_frozen_prefix(features: nn.Module, input_size: int, channels: int = 3) -> tuple[nn.Module, nn.Module]:
+    """Split ``features`` into (frozen prefix, rest) at the first layer with a trainable parameter.
+
+    While the prefix stays frozen (BatchNorm included), its output for a given image never
+    changes, so it can be computed once and cached while the rest fine-tunes. The split only
+    holds when running the layers one after another is what ``features.forward`` does in
+    training mode (a dropout outside any layer breaks it); that is checked on a probe image, and
+    when it does not hold (or nothing is frozen) the prefix is empty (``nn.Identity``) and the
+    rest is ``features`` itself.
+    """
+    layers = _layers_in_order(features)
+    trainable = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
+    whole = (nn.Identity(), features)
+    if not trainable or trainable[0] == 0:
+        return whole
+    prefix, rest = nn.Sequential(*layers[: trainable[0]]), nn.Sequential(*layers[trainable[0] :])
+    was_training = features.training
+    features.train()  # as fine-tuning runs it: dropout on, BatchNorm frozen
+    set_batchnorm_eval(features)
+    try:
+        probe = torch.randn(2, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            expected = features(probe)
+            torch.manual_seed(0)
+            got = rest(prefix(probe))
+        if got.ndim > expected.ndim:  # torchvision flattens in forward(), outside any layer
+            rest.append(nn.Flatten(1))
+            got = got.flatten(1)
+        same = got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    except (RuntimeError, TypeError):  # a layer that needs more than the previous layer's output
+        same = False
+    features.train(was_training)
+    return (prefix, rest) if same else whole

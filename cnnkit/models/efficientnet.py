@@ -83,7 +83,8 @@ def convert_lukemelas_keys(state: dict[str, torch.Tensor], stage_depths: list[in
 
 
 def _build(variant: str, num_classes: int, pretrained: bool, dropout: float) -> Classifier:
-    network = timm.create_model(f"tf_{variant}", pretrained=False, num_classes=1000)
+    # drop_rate=0: the head's dropout is the only one, so the pooled output is the same in training and inference
+    network = timm.create_model(f"tf_{variant}", pretrained=False, num_classes=1000, drop_rate=0.0)
     if pretrained:
         state = torch.load(checkpoint_path(variant), map_location="cpu", weights_only=True)
         depths = [len(stage) for stage in network.blocks]

@@ -1,14 +1,17 @@
-"""Feature caching for the frozen-base stage of transfer learning.
+"""Feature caching: what a frozen part of the network computes, computed once per image.
 
 While the base is frozen, every epoch would push every image through it again: on a CPU that is
-nearly all of the training time. Instead the base's pooled output is computed once per image, for
-``views`` augmented versions of each training image, and the head trains on those vectors; each
-epoch draws one of the views per image, so augmentation still does its job.
+nearly all of the training time. Instead the frozen part's output is computed once, for
+``views`` augmented versions of each training image, and training runs on those outputs; each
+epoch draws one of the views per image, so augmentation still does its job. The frozen part is
+the whole base for the head stage (pooled vectors) or, when fine-tuning trains only the top
+blocks, everything below them (activation maps, stored as float16), which serves both stages.
 
 Caches are stored under ``$CNNKIT_CACHE`` (default ``~/.cache/cnnkit``), named by
-:func:`cnnkit.cache.cache_key` over the model, its weights, preprocessing, augmentation, number of
-views, seed, precision and the image files, so a re-run with the same settings reuses the cache and a run
-with any other setting never does. They are read into memory, or memory-mapped when large.
+:func:`cnnkit.cache.cache_key` over the model, its weights, where the cut is, preprocessing,
+augmentation, number of views, seed, precision and the image files, so a re-run with the same
+settings reuses the cache and a run with any other setting never does. They are read into
+memory, or memory-mapped when large.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 @torch.inference_mode()
 def extract_features(
-    features: nn.Module,
+    module: nn.Module,
     images: torch.Tensor,
     transform,
     views: int,
@@ -52,12 +55,12 @@ def extract_features(
     seed: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pooled features of ``views`` transformed copies of each uint8 image: shape (views, N, F).
+    """``module``'s output for ``views`` transformed copies of each uint8 image: shape (views, N, ...).
 
-    ``out`` may be a preallocated (memory-mapped) array to fill. The seed fixes which random
-    augmentations each view gets.
+    ``out`` may be a preallocated (memory-mapped) array to fill, of any float dtype. The seed
+    fixes which random augmentations each view gets.
     """
-    features.eval()
+    module.eval()
     result = out
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
@@ -66,16 +69,36 @@ def extract_features(
                 batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
                 batch = batch.to(device).contiguous(memory_format=torch.channels_last)
                 with autocast(device, precision):
-                    vectors = features(batch).float().cpu().numpy()
+                    outputs = module(batch).float().cpu().numpy()
                 if result is None:
-                    result = np.empty((views, len(images), vectors.shape[1]), dtype=np.float32)
-                result[view, start : start + len(vectors)] = vectors
+                    result = np.empty((views, len(images), *outputs.shape[1:]), dtype=np.float32)
+                result[view, start : start + len(outputs)] = outputs
     return result
 
 
+@torch.inference_mode()
+def apply_to_cache(
+    module: nn.Module, cache: np.ndarray, *, batch_size: int, device: torch.device, precision: str
+) -> np.ndarray:
+    """Run ``module`` over every cached output of every view: (views, N, ...) -> (views, N, F) float32.
+
+    Turns cached activation maps into the pooled vectors the head stage trains on, in a fraction
+    of the time the whole base would take.
+    """
+    module.eval()
+    views = []
+    for view in cache:
+        outputs = []
+        for start in range(0, len(view), batch_size):
+            batch = torch.from_numpy(np.asarray(view[start : start + batch_size], dtype=np.float32)).to(device)
+            with autocast(device, precision):
+                outputs.append(module(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+        views.append(torch.cat(outputs))
+    return torch.stack(views).numpy()
+
+
 def cached_features(
-    features: nn.Module,
-    num_features: int,
+    module: nn.Module,
     images: torch.Tensor,
     transform,
     views: int,
@@ -87,30 +110,28 @@ def cached_features(
     device: torch.device,
     precision: str,
     seed: int,
+    dtype: type = np.float32,
 ) -> tuple[np.ndarray, bool]:
-    """Features from the disk cache when a matching one exists, else computed and stored there.
+    """``module``'s outputs from the disk cache when a matching one exists, else computed and stored there.
 
     Returns the array (in RAM, or memory-mapped when over :data:`SPILL_BYTES`) and whether the
     cache was hit.
     """
-    key = cache_key({**settings, "views": views, "seed": seed, "weights": weights_fingerprint(features)}, sources)
+    settings = {**settings, "views": views, "seed": seed, "dtype": np.dtype(dtype).name}
+    key = cache_key({**settings, "weights": weights_fingerprint(module)}, sources)
     path = cache_dir / f"features-{key}.npy"
     hit = path.is_file()
     if not hit:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), autocast(device, precision):
+            module.eval()
+            sample = module(transform(images[0]).unsqueeze(0).to(device))  # only for the output shape
         with atomic_path(path) as tmp:
-            shape = (views, len(images), num_features)
-            memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            shape = (views, len(images), *sample.shape[1:])
+            memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             extract_features(
-                features,
-                images,
-                transform,
-                views,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                seed=seed,
-                out=memmap,
-            )
+                module, images, transform, views, batch_size=batch_size, device=device, precision=precision,
+                seed=seed, out=memmap,
+            )  # fmt: skip
             memmap.flush()
             del memmap
     array = np.load(path, mmap_mode="r")
@@ -118,7 +139,7 @@ def cached_features(
 
 
 class CachedFeatureDataset(Dataset):
-    """(feature vector, label) pairs; each access draws one of the cached views at random."""
+    """(cached output as float32, label) pairs; each access draws one of the cached views at random."""
 
     def __init__(self, features: np.ndarray, labels: torch.Tensor, seed: int = 0) -> None:
         self.features = features
@@ -130,4 +151,4 @@ class CachedFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         view = int(torch.randint(len(self.features), (1,), generator=self.generator)) if len(self.features) > 1 else 0
-        return torch.from_numpy(np.array(self.features[view, index])), self.labels[index]
+        return torch.from_numpy(np.array(self.features[view, index], dtype=np.float32)), self.labels[index]

@@ -51,7 +51,9 @@ class ClassifierModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
-        if mode and self.frozen_batchnorm:
+        if mode and not any(p.requires_grad for p in self.model.features.parameters()):
+            self.model.features.eval()  # a wholly frozen base is a fixed feature extractor, as when cached
+        elif mode and self.frozen_batchnorm:
             set_batchnorm_eval(self.model.features)
         return self
 
@@ -79,6 +81,7 @@ class ClassifierModule(L.LightningModule):
         self._step(batch, "val_")
 
     def on_train_epoch_start(self) -> None:
+        self.train()  # Lightning leaves modules in whatever mode they are in; ours has frozen parts
         self._sums = {}
         self._epoch_started = time.perf_counter()
 

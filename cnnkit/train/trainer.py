@@ -1,11 +1,11 @@
 """``cnnkit.train``: one call from a dataset to a finished run folder.
 
 From-scratch models train in one stage. Pretrained models train in two, as in the notes: a new
-head on the frozen base, then fine-tuning at a tenth of the learning rate. The head stage runs on
-cached base features (several augmented views per image, see :mod:`cnnkit.train.features`),
-which on a CPU is many times faster than pushing every image through the frozen base each
-epoch. The best weights by validation accuracy across both stages are kept, so fine-tuning never
-leaves a worse model.
+head on the frozen base, then fine-tuning of the base's top blocks at a lower learning rate.
+Both stages run on cached outputs of the frozen layers (several augmented views per image, see
+:mod:`cnnkit.train.features`), which on a CPU is many times faster than pushing every image
+through the frozen layers each epoch. The best weights by validation accuracy across both
+stages are kept, so fine-tuning never leaves a worse model.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
@@ -29,17 +30,17 @@ from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import plot_curves
 from cnnkit.fileio import write_json, write_yaml
 from cnnkit.inference import Predictor
-from cnnkit.models.classifier import Classifier, feature_blocks
+from cnnkit.models.classifier import Classifier, feature_blocks, split_frozen_prefix
 from cnnkit.models.registry import create_model, get_model_info
 from cnnkit.runtime import lightning_precision, pick_device, resolve_precision
 from cnnkit.train.callbacks import KeepBestWeights
-from cnnkit.train.features import CachedFeatureDataset, cached_features
+from cnnkit.train.features import CachedFeatureDataset, apply_to_cache, cached_features
 from cnnkit.train.module import ClassifierModule, freeze
 from cnnkit.train.run import Run, new_run_dir
 
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
-DEFAULT_FINE_TUNE_EPOCHS = 3
-DEFAULT_CACHE_VIEWS = 5
+DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
+DEFAULT_CACHE_VIEWS = 3
 SAMPLERS = ("shuffle", "balanced")
 CLASS_WEIGHTS = ("none", "auto")
 
@@ -65,15 +66,19 @@ def _check_options(**options: Any) -> None:
             raise CnnkitError(f"{flag} must be a positive number, not {value}")
         if name in ("lr", "fine_tune_lr_factor") and value <= 0:
             raise CnnkitError(f"{flag} must be positive, not {value}")
+        if name == "unfreeze":
+            parse_unfreeze(value, num_blocks=1)
 
 
-def parse_unfreeze(unfreeze: str) -> int | None:
-    """``all`` -> None (every block); ``top:N`` -> N."""
+def parse_unfreeze(unfreeze: str, num_blocks: int) -> int | None:
+    """``all`` -> None (every block); ``top:N`` -> N; ``auto`` -> the top third of ``num_blocks``."""
     if unfreeze == "all":
         return None
+    if unfreeze == "auto":
+        return max(1, round(num_blocks / 3))
     if unfreeze.startswith("top:") and unfreeze[4:].isdigit() and int(unfreeze[4:]) > 0:
         return int(unfreeze[4:])
-    raise CnnkitError(f"--unfreeze must be 'all' or 'top:N' with N > 0 (e.g. top:3), not {unfreeze!r}")
+    raise CnnkitError(f"--unfreeze must be auto, all or top:N with N > 0 (e.g. top:3), not {unfreeze!r}")
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -159,8 +164,8 @@ def train(
     image_size: int | None = None,
     batch_size: int = 32,
     lr: float = 1e-3,
-    fine_tune_lr_factor: float = 0.1,
-    unfreeze: str = "all",
+    fine_tune_lr_factor: float = 0.3,
+    unfreeze: str = "auto",
     head: str = "linear",
     augment: str = "auto",
     pretrained: bool | None = None,
@@ -183,10 +188,12 @@ def train(
     """Train ``model`` on ``data`` (a folder, a built-in dataset name or a DatasetSplits) and return the run.
 
     ``pretrained`` defaults to True when the model has ImageNet weights available offline. For
-    pretrained models ``epochs`` is the head stage (on cached features unless
-    ``feature_cache=False``; ``cache_views`` augmented views per image, default 5) and
-    ``fine_tune_epochs`` (default 3, 0 to skip) unfreezes ``unfreeze`` (``all`` or ``top:N``
-    blocks) at ``lr * fine_tune_lr_factor``. ``class_weight="auto"`` weighs the loss by inverse
+    pretrained models ``epochs`` is the head stage and ``fine_tune_epochs`` (0 to skip) then
+    trains ``unfreeze`` (``auto``: the top third of the base's blocks; ``all``; or ``top:N``
+    blocks) at ``lr * fine_tune_lr_factor``. Unless ``feature_cache=False``, both stages run on
+    cached outputs of the frozen layers for ``cache_views`` augmented views per image (default 3),
+    fine-tuning too when the base can be cut below the unfrozen blocks (default 8 epochs, or 3
+    when it reads images). ``class_weight="auto"`` weighs the loss by inverse
     class frequency; ``sampler="balanced"`` oversamples small classes instead. ``image_cache``
     keeps decoded pixels in ``ram``, on ``disk`` or ``off``. Writes the run folder described in
     :mod:`cnnkit.train.run`.
@@ -195,15 +202,16 @@ def train(
     started = time.perf_counter()
     _check_options(
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, cache_views=cache_views, lr=lr,
-        fine_tune_lr_factor=fine_tune_lr_factor, sampler=sampler, class_weight=class_weight,
+        fine_tune_lr_factor=fine_tune_lr_factor, sampler=sampler, class_weight=class_weight, unfreeze=unfreeze,
     )  # fmt: skip
-    unfreeze_top = parse_unfreeze(unfreeze)
     info = get_model_info(model)
     pretrained = info.pretrained == "offline" if pretrained is None else pretrained
     cached_head = pretrained and feature_cache
     if epochs is None:
         epochs = DEFAULT_EPOCHS["pretrained_cached" if cached_head else "pretrained" if pretrained else "scratch"]
-    fine_tune_epochs = (DEFAULT_FINE_TUNE_EPOCHS if pretrained else 0) if fine_tune_epochs is None else fine_tune_epochs
+    if fine_tune_epochs is None:
+        fine_tune_epochs = DEFAULT_FINE_TUNE_EPOCHS["cached" if cached_head and unfreeze != "all" else "images"]
+        fine_tune_epochs = fine_tune_epochs if pretrained else 0
 
     dataset = data if isinstance(data, DatasetSplits) else load_dataset(data, val_split, test_split, seed)
     L.seed_everything(seed, verbose=False)
@@ -213,6 +221,7 @@ def train(
     )
     preprocessing = network.preprocessing
     augment = resolve_augment(augment, preprocessing)
+    unfreeze_top = parse_unfreeze(unfreeze, len(feature_blocks(network.features)))
     views = (DEFAULT_CACHE_VIEWS if augment != "none" else 1) if cache_views is None else cache_views
 
     decode_started = time.perf_counter()
@@ -245,7 +254,7 @@ def train(
         "augment": augment,
         "epochs": epochs,
         "fine_tune_epochs": fine_tune_epochs,
-        "unfreeze": unfreeze,
+        "unfreeze": "all" if unfreeze_top is None else f"top:{unfreeze_top}",
         "batch_size": batch_size,
         "lr": lr,
         "fine_tune_lr": lr * fine_tune_lr_factor,
@@ -281,30 +290,41 @@ def train(
 
     if pretrained:
         stage_started = time.perf_counter()
-        freeze(network.features, frozen=True)
         if cached_head:
-            hit = _train_head_on_cached_features(
-                network, train_images, val_images, train_tf, val_tf, views, lr, batch_size, sampler, seed,
-                settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment,
-                          "precision": precision},
-                keep_best=keep_best, module_options=module_options, fit=fit, epochs=epochs,
+            cache = _FeatureCache.build(
+                network, unfreeze_top if fine_tune_epochs > 0 else None, train_images, val_images, train_tf, val_tf,
+                views, settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
+                device=chosen_device, precision=precision, seed=seed,
             )  # fmt: skip
-            metrics["feature_cache_hit"] = hit
+            metrics["feature_cache_hit"] = cache.hit
+            config["fine_tune_input"] = "cached activations" if cache.covers_fine_tuning else "images"
+            head_only = Classifier(nn.Identity(), network.head, network.num_features)
+            module = ClassifierModule(head_only, lr=lr, stage="head", **module_options)
+            loaders = cache.loaders(cache.train_pooled, cache.val_pooled, batch_size, sampler, seed)
         else:
+            freeze(network.features, frozen=True)
             module = ClassifierModule(network, lr=lr, stage="head", **module_options)
             loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
-            _fit(module, *loaders, epochs, keep_best, **fit)
+        _fit(module, *loaders, epochs, keep_best, **fit)
         stage_seconds["head"] = round(time.perf_counter() - stage_started, 2)
-    stages = [("fine_tune", fine_tune_epochs, lr * fine_tune_lr_factor)] if pretrained else [("train", epochs, lr)]
-    train_loader, val_loader = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
-    for stage, stage_epochs, stage_lr in stages:
-        if stage == "fine_tune":
-            keep_best.restore(network)  # fine-tune from the best head, not from the last epoch's
-            _unfreeze(network, unfreeze_top)
-        stage_started = time.perf_counter()
-        module = ClassifierModule(network, lr=stage_lr, stage=stage, **module_options)
-        _fit(module, train_loader, val_loader, stage_epochs, keep_best, **fit)
-        stage_seconds[stage] = round(time.perf_counter() - stage_started, 2)
+        write_yaml(run_dir / "config.yaml", config)
+
+    stage_started = time.perf_counter()
+    if pretrained:
+        stage, stage_epochs, stage_lr = "fine_tune", fine_tune_epochs, lr * fine_tune_lr_factor
+        keep_best.restore(network)  # fine-tune from the best head, not from the last epoch's
+        _unfreeze(network, unfreeze_top)
+    else:
+        stage, stage_epochs, stage_lr = "train", epochs, lr
+    if cached_head and cache.covers_fine_tuning:
+        trained = Classifier(cache.rest, network.head, network.num_features)
+        loaders = cache.loaders(cache.train, cache.val, batch_size, sampler, seed)
+    else:
+        trained = network
+        loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
+    module = ClassifierModule(trained, lr=stage_lr, stage=stage, **module_options)
+    _fit(module, *loaders, stage_epochs, keep_best, **fit)
+    stage_seconds[stage] = round(time.perf_counter() - stage_started, 2)
     freeze(network.features, frozen=False)
     keep_best.restore(network)
     network.eval()
@@ -339,40 +359,76 @@ def train(
     return Run(run_dir, config, dataset.classes, metrics, model=network.cpu().eval())
 
 
-def _train_head_on_cached_features(
-    network: Classifier,
-    train_images: DecodedImages,
-    val_images: DecodedImages,
-    train_tf,
-    val_tf,
-    views: int,
-    lr: float,
-    batch_size: int,
-    sampler: str,
-    seed: int,
-    *,
-    settings: dict[str, Any],
-    keep_best: KeepBestWeights,
-    module_options: dict[str, Any],
-    fit: dict[str, Any],
-    epochs: int,
-) -> bool:
-    """Compute (or reuse) base features once, then train only the head on them. Returns cache hit."""
-    device, precision = fit["device"], fit["precision"]
-    common = dict(cache_dir=default_cache_dir(), batch_size=64, device=device, precision=precision, seed=seed)
-    train_features, hit = cached_features(
-        network.features, network.num_features, train_images.images, train_tf, views,
-        settings={**settings, "split": "train"}, sources=train_images.sources, **common,
-    )  # fmt: skip
-    val_features, _ = cached_features(
-        network.features, network.num_features, val_images.images, val_tf, 1,
-        settings={**settings, "split": "val", "augment": "none"}, sources=val_images.sources, **common,
-    )  # fmt: skip
-    head_only = Classifier(nn.Identity(), network.head, network.num_features)
-    module = ClassifierModule(head_only, lr=lr, stage="head", **module_options)
-    train_loader = _loader(
-        CachedFeatureDataset(train_features, train_images.labels, seed), train_images.labels, batch_size, sampler, seed
-    )
-    val_loader = DataLoader(CachedFeatureDataset(val_features, val_images.labels), batch_size=256)
-    _fit(module, train_loader, val_loader, epochs, keep_best, **fit)
-    return hit
+class _FeatureCache:
+    """Cached outputs of the frozen part of the base, for the head stage and, if possible, fine-tuning.
+
+    When fine-tuning trains only the top blocks and the base splits cleanly below them
+    (:func:`~cnnkit.models.classifier.split_frozen_prefix`), the cache holds the activation maps
+    at that cut: the head stage trains on them passed through the rest of the base once, and
+    fine-tuning trains the rest and the head on them directly. Otherwise the cache holds the
+    pooled output of the whole base and fine-tuning reads images.
+    """
+
+    def __init__(
+        self, rest: nn.Module | None, train: np.ndarray, val: np.ndarray, labels: tuple[torch.Tensor, torch.Tensor]
+    ) -> None:
+        self.rest = rest  # the layers between the cut and the head; None when the cut is the pooled output
+        self.train, self.val = train, val
+        self.train_labels, self.val_labels = labels
+        self.train_pooled, self.val_pooled = train, val
+        self.hit = False
+
+    @property
+    def covers_fine_tuning(self) -> bool:
+        return self.rest is not None
+
+    @classmethod
+    def build(
+        cls,
+        network: Classifier,
+        unfreeze_top: int | None,
+        train_images: DecodedImages,
+        val_images: DecodedImages,
+        train_tf,
+        val_tf,
+        views: int,
+        *,
+        settings: dict[str, Any],
+        device: torch.device,
+        precision: str,
+        seed: int,
+    ) -> _FeatureCache:
+        cut, rest = network.features, None
+        if unfreeze_top is not None:
+            _unfreeze(network, unfreeze_top)
+            prefix, after = split_frozen_prefix(network.features, network.preprocessing.input_size,
+                                                network.preprocessing.channels)  # fmt: skip
+            if not isinstance(prefix, nn.Identity):
+                cut, rest = prefix, after
+        freeze(network.features, frozen=True)
+        settings = {**settings, "precision": precision, "cut": "pooled" if rest is None else len(cut)}
+        common = dict(
+            cache_dir=default_cache_dir(), batch_size=64, device=device, precision=precision, seed=seed,
+            dtype=np.float32 if rest is None else np.float16,
+        )  # fmt: skip
+        train, hit = cached_features(
+            cut, train_images.images, train_tf, views, settings={**settings, "split": "train"},
+            sources=train_images.sources, **common,
+        )  # fmt: skip
+        val, _ = cached_features(
+            cut, val_images.images, val_tf, 1, settings={**settings, "split": "val", "augment": "none"},
+            sources=val_images.sources, **common,
+        )  # fmt: skip
+        cache = cls(rest, train, val, (train_images.labels, val_images.labels))
+        cache.hit = hit
+        if rest is not None:
+            run = dict(batch_size=256, device=device, precision=precision)
+            cache.train_pooled, cache.val_pooled = apply_to_cache(rest, train, **run), apply_to_cache(rest, val, **run)
+        return cache
+
+    def loaders(self, train: np.ndarray, val: np.ndarray, batch_size: int, sampler: str, seed: int):
+        train_set = CachedFeatureDataset(train, self.train_labels, seed)
+        return (
+            _loader(train_set, self.train_labels, batch_size, sampler, seed),
+            DataLoader(CachedFeatureDataset(val, self.val_labels), batch_size=256),
+        )
