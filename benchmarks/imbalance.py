@@ -4,7 +4,7 @@ Trains the head three ways (no weighting, ``class_weight="auto"``, ``sampler="ba
 same data and reports the cut class's test recall and the macro F1. Targets: each remedy raises
 that recall by at least 10 points and does not lower macro F1.
 
-Usage: python benchmarks/imbalance.py [--cut tulip] [--keep 0.1]
+Usage: python -m benchmarks.imbalance [--cut tulip] [--keep 0.1]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--cut", default="sunflower", help="class whose training images are cut")
     parser.add_argument("--keep", type=float, default=0.1)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--fine-tune-epochs", type=int, default=0)
+    parser.add_argument("--fine-tune-epochs", type=int, default=None, help="default: cnnkit's")
     args = parser.parse_args()
     dataset = load_dataset(DATASETS / "flowers128")
     cut = dataset.classes.index(args.cut)

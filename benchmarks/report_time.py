@@ -3,7 +3,7 @@
 Trains a short run (one head epoch, no fine-tuning: the report's cost does not depend on how well the
 model learned), then times the whole `cnnkit report RUN` command as a user would run it, Python start-up
 and imports included.
-Usage: python benchmarks/report_time.py [--image-size 224]
+Usage: python -m benchmarks.report_time [--image-size 224]
 """
 
 from __future__ import annotations

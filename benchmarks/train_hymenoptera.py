@@ -2,7 +2,7 @@
 
 For scale: a logistic regression on the frozen, pooled features reaches about 94% here, so the
 two-stage recipe must at least match it. Also compares bf16 autocast with fp32 (accuracy and time).
-Usage: python benchmarks/train_hymenoptera.py [--precisions auto fp32]
+Usage: python -m benchmarks.train_hymenoptera [--precisions auto fp32]
 """
 
 from __future__ import annotations

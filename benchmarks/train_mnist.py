@@ -1,6 +1,6 @@
 """LeNet-5 (the notes' variant) on MNIST PNGs: >= 99.0% test accuracy.
 
-Usage: python benchmarks/train_mnist.py [--epochs 10]
+Usage: python -m benchmarks.train_mnist [--epochs 10]
 """
 
 from __future__ import annotations

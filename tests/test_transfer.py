@@ -137,6 +137,10 @@ def test_fine_tuning_on_cached_activations_matches_fine_tuning_on_images(shapes_
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(cached.model(images), plain.model(images), atol=1e-2)  # float16 cache
+    pretrained = create_model("efficientnet_lite0", 3, pretrained=True, image_size=64).features.state_dict()
+    for name, value in plain.model.features.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):  # BatchNorm stays frozen, in training too
+            assert torch.equal(value, pretrained[name]), name
 
 
 def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Path, tmp_path: Path) -> None:

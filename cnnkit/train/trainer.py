@@ -51,6 +51,8 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*bf16-mixed.*")
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen parts, on purpose
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning's, not ours
 
 
 def _check_options(**options: Any) -> None:
