@@ -93,6 +93,12 @@ def test_the_frozen_prefix_computes_what_the_base_computes() -> None:
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(rest(prefix(images)), model.features(images), atol=1e-5)
+    resnet = create_model("resnet18", 3).eval()  # torchvision: flattens inside forward(), after its pooling layer
+    _unfreeze(resnet, 2)
+    prefix, rest = split_frozen_prefix(resnet.features, 64)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(rest(prefix(images)), resnet.features(images), atol=1e-5)
     torchvision_style = create_model("mobilenet_v2", 3)  # pools inside forward(): cannot be cut, so is not
     _unfreeze(torchvision_style, 2)
     prefix, rest = split_frozen_prefix(torchvision_style.features, 224)
