@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import track
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -54,25 +56,29 @@ def extract_features(
     precision: str,
     seed: int,
     out: np.ndarray | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """``module``'s output for ``views`` transformed copies of each uint8 image: shape (views, N, ...).
 
     ``out`` may be a preallocated (memory-mapped) array to fill, of any float dtype. The seed
-    fixes which random augmentations each view gets.
+    fixes which random augmentations each view gets. ``progress`` shows a bar with ETA on stderr.
     """
     module.eval()
     result = out
+    batches = [(view, start) for view in range(views) for start in range(0, len(images), batch_size)]
+    if progress:
+        description = f"Caching {len(images)} images x {views} view{'s' * (views > 1)}"
+        batches = track(batches, description=description, console=Console(stderr=True))
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
-        for view in range(views):
-            for start in range(0, len(images), batch_size):
-                batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
-                batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-                with autocast(device, precision):
-                    outputs = module(batch).float().cpu().numpy()
-                if result is None:
-                    result = np.empty((views, len(images), *outputs.shape[1:]), dtype=np.float32)
-                result[view, start : start + len(outputs)] = outputs
+        for view, start in batches:
+            batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                outputs = module(batch).float().cpu().numpy()
+            if result is None:
+                result = np.empty((views, len(images), *outputs.shape[1:]), dtype=np.float32)
+            result[view, start : start + len(outputs)] = outputs
     return result
 
 
@@ -111,6 +117,7 @@ def cached_features(
     precision: str,
     seed: int,
     dtype: type = np.float32,
+    progress: bool = False,
 ) -> tuple[np.ndarray, bool]:
     """``module``'s outputs from the disk cache when a matching one exists, else computed and stored there.
 
@@ -130,7 +137,7 @@ def cached_features(
             memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             extract_features(
                 module, images, transform, views, batch_size=batch_size, device=device, precision=precision,
-                seed=seed, out=memmap,
+                seed=seed, out=memmap, progress=progress,
             )  # fmt: skip
             memmap.flush()
             del memmap

@@ -296,7 +296,7 @@ def train(
             cache = _FeatureCache.build(
                 network, unfreeze_top if fine_tune_epochs > 0 else None, train_images, val_images, train_tf, val_tf,
                 views, settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
-                device=chosen_device, precision=precision, seed=seed,
+                device=chosen_device, precision=precision, seed=seed, progress=progress,
             )  # fmt: skip
             metrics["feature_cache_hit"] = cache.hit
             config["fine_tune_input"] = "cached activations" if cache.covers_fine_tuning else "images"
@@ -399,6 +399,7 @@ class _FeatureCache:
         device: torch.device,
         precision: str,
         seed: int,
+        progress: bool,
     ) -> _FeatureCache:
         cut, rest = network.features, None
         if unfreeze_top is not None:
@@ -411,7 +412,7 @@ class _FeatureCache:
         settings = {**settings, "precision": precision, "cut": "pooled" if rest is None else len(cut)}
         common = dict(
             cache_dir=default_cache_dir(), batch_size=64, device=device, precision=precision, seed=seed,
-            dtype=np.float32 if rest is None else np.float16,
+            dtype=np.float32 if rest is None else np.float16, progress=progress,
         )  # fmt: skip
         train, hit = cached_features(
             cut, train_images.images, train_tf, views, settings={**settings, "split": "train"},
