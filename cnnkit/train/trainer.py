@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +368,7 @@ def train(
     return Run(run_dir, config, dataset.classes, metrics, model=network.cpu().eval())
 
 
+@dataclass
 class _FeatureCache:
     """Cached outputs of the frozen part of the base, for the head stage and, if possible, fine-tuning.
 
@@ -377,14 +379,14 @@ class _FeatureCache:
     pooled output of the whole base and fine-tuning reads images.
     """
 
-    def __init__(
-        self, rest: nn.Module | None, train: np.ndarray, val: np.ndarray, labels: tuple[torch.Tensor, torch.Tensor]
-    ) -> None:
-        self.rest = rest  # the layers between the cut and the head; None when the cut is the pooled output
-        self.train, self.val = train, val
-        self.train_labels, self.val_labels = labels
-        self.train_pooled, self.val_pooled = train, val
-        self.hit = False
+    rest: nn.Module | None  # the layers between the cut and the head; None when the cut is the pooled output
+    train: np.ndarray
+    val: np.ndarray
+    train_pooled: np.ndarray  # what the head stage trains on: ``train`` itself, or ``train`` through ``rest``
+    val_pooled: np.ndarray
+    train_labels: torch.Tensor
+    val_labels: torch.Tensor
+    hit: bool
 
     @property
     def covers_fine_tuning(self) -> bool:
@@ -428,12 +430,11 @@ class _FeatureCache:
             cut, val_images.images, val_tf, 1, settings={**settings, "split": "val", "augment": "none"},
             sources=val_images.sources, **common,
         )  # fmt: skip
-        cache = cls(rest, train, val, (train_images.labels, val_images.labels))
-        cache.hit = hit
+        train_pooled, val_pooled = train, val
         if rest is not None:
             run = dict(batch_size=256, device=device, precision=precision)
-            cache.train_pooled, cache.val_pooled = apply_to_cache(rest, train, **run), apply_to_cache(rest, val, **run)
-        return cache
+            train_pooled, val_pooled = apply_to_cache(rest, train, **run), apply_to_cache(rest, val, **run)
+        return cls(rest, train, val, train_pooled, val_pooled, train_images.labels, val_images.labels, hit)
 
     def loaders(self, train: np.ndarray, val: np.ndarray, batch_size: int, sampler: str, seed: int):
         train_set = CachedFeatureDataset(train, self.train_labels, seed)
