@@ -14,7 +14,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.fileio import read_json
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
-from cnnkit.runtime import autocast, pick_device, resolve_precision
+from cnnkit.runtime import autocast, inference_batch_size, pick_device, resolve_precision
 
 TTA_MODES = ("none", "flip")
 CALIBRATION_FILE = "calibration.json"
@@ -52,11 +52,15 @@ class Predictor:
         return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen), temperature)
 
     @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor, batch_size: int = 64, tta: str = "none") -> torch.Tensor:
-        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
+    def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
+        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors.
+
+        ``batch_size`` defaults to :func:`~cnnkit.runtime.inference_batch_size` for the device.
+        """
         if tta not in TTA_MODES:
             raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
         normalize = eval_transform(self.preprocessing)
+        batch_size = batch_size or inference_batch_size(self.device)
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = normalize(images[start : start + batch_size]).to(self.device)

@@ -68,5 +68,14 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+def inference_batch_size(device: torch.device) -> int:
+    """Images per forward pass when nothing trains.
+
+    Small on CPUs, where a batch's activations then stay in cache: EfficientNet-Lite0's frozen layers
+    (bf16, 2-core Zen 4) run 400 images/s in batches of 8-16, 230 in batches of 32, 150 in batches of 64.
+    """
+    return 16 if device.type == "cpu" else 128
+
+
 def lightning_precision(precision: str) -> str:
     return "bf16-mixed" if precision == "bf16" else "32-true"

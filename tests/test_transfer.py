@@ -16,8 +16,8 @@ from cnnkit.inference import Predictor
 from cnnkit.models import create_model
 from cnnkit.models.classifier import feature_blocks, split_frozen_prefix
 from cnnkit.runtime import pick_device
-from cnnkit.train.features import CachedFeatureDataset, extract_features
-from cnnkit.train.trainer import _loader, _unfreeze, class_weights, parse_unfreeze
+from cnnkit.train.features import CachedFeatureDataset, extract_features, view_rows
+from cnnkit.train.trainer import _loader, _unfreeze, class_weights, parse_unfreeze, views_per_class
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_cached_features_give_the_same_head_outputs_as_the_base(lite0, shapes_di
     )
     with torch.no_grad():
         direct = lite0(transform(decoded.images))
-        from_cache = lite0.head(torch.from_numpy(cached[0]))
-    assert cached.shape == (1, len(decoded.labels), lite0.num_features)
+        from_cache = lite0.head(torch.from_numpy(cached))
+    assert cached.shape == (len(decoded.labels), lite0.num_features)
     assert torch.allclose(from_cache, direct, atol=1e-4)
 
 
@@ -51,12 +51,41 @@ def test_augmented_views_really_differ(lite0, shapes_images) -> None:
         lite0.features, decoded.images[:6], transform, 3, batch_size=6, device=torch.device("cpu"), precision="fp32",
         seed=0,
     )  # fmt: skip
+    views = torch.from_numpy(views).view(3, 6, -1)  # laid out view by view
     for a, b in ((0, 1), (1, 2), (0, 2)):
-        cosine = torch.nn.functional.cosine_similarity(torch.from_numpy(views[a]), torch.from_numpy(views[b]))
-        assert (cosine < 0.999).all()
-    dataset = CachedFeatureDataset(views, decoded.labels[:6], seed=0)
+        assert (torch.nn.functional.cosine_similarity(views[a], views[b]) < 0.999).all()
+    dataset = CachedFeatureDataset(views.flatten(0, 1).numpy(), decoded.labels[:6], views=3, seed=0)
     drawn = torch.stack([dataset[0][0] for _ in range(20)])
     assert len({tuple(row[:4].tolist()) for row in drawn}) > 1
+
+
+def test_oversampled_classes_get_more_views_and_each_image_draws_only_its_own() -> None:
+    labels = torch.tensor([0] * 90 + [1] * 10 + [2] * 30)
+    assert views_per_class(labels, 3, 3, "shuffle").tolist() == [3, 3, 3]
+    assert views_per_class(labels, 3, 3, "balanced").tolist() == [3, 27, 9]
+    views = views_per_class(labels, 3, 3, "balanced")[labels]
+    rows = view_rows(views)
+    assert rows.shape == (130, 27) and int(rows.max()) + 1 == int(views.sum()) == 270 + 270 + 270
+    assert (rows[:, :3] >= 0).all() and (rows[:90, 3:] == -1).all() and (rows[90:100] >= 0).all()
+    image_of_row = torch.empty(int(views.sum()), dtype=torch.long)
+    for image, image_rows in enumerate(rows):
+        image_of_row[image_rows[image_rows >= 0]] = image
+    dataset = CachedFeatureDataset(image_of_row[:, None].float().numpy(), labels, views=views, seed=0)
+    for image in (0, 95, 120):
+        drawn = {int(dataset[image][0]) for _ in range(60)}
+        assert drawn == {image}
+
+
+def test_per_image_view_counts_follow_the_layout() -> None:
+    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 4, 4)  # image i is all i
+    mean = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    views = torch.tensor([1, 3, 2])
+    flat = extract_features(
+        mean, images, lambda image: image.float(), views, batch_size=4, device=torch.device("cpu"), precision="fp32",
+        seed=0,
+    )  # fmt: skip
+    assert flat[:, 0].tolist() == [0, 1, 2, 1, 2, 1]  # first views of all, second views of images 1 and 2, ...
+    assert view_rows(views).tolist() == [[0, -1, -1], [1, 3, 5], [2, 4, -1]]
 
 
 def test_class_weights_follow_the_counts() -> None:
@@ -152,7 +181,7 @@ def test_fine_tuning_on_cached_activations_matches_fine_tuning_on_images(shapes_
 def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Path, tmp_path: Path) -> None:
     run = _train(shapes_dir, tmp_path / "run", augment="none", class_weight="auto", sampler="balanced", head="mlp")
     assert run.config["class_weight"] == "auto" and run.config["sampler"] == "balanced"
-    assert len(run.config["class_weights"]) == 3
+    assert len(run.config["class_weights"]) == 3 and run.config["cache_views_per_class"] == [1, 1, 1]
     reloaded = cnnkit.load_run(run.path).load_model()
     assert isinstance(reloaded.head[0], torch.nn.Linear) and reloaded.head[0].out_features == 128
     images = torch.rand(2, 3, 64, 64)

@@ -83,7 +83,7 @@ def evaluate(
     data: str | Path | DatasetSplits | None = None,
     split: str | None = None,
     tta: str = "none",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "auto",
     save: bool = True,
 ) -> Evaluation:

@@ -25,6 +25,7 @@ from cnnkit.data.transforms import eval_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import TTA_MODES, load_images
 from cnnkit.models.config import Preprocessing
+from cnnkit.runtime import inference_batch_size
 
 INPUT_KINDS = ("normalized", "raw", "unit")
 
@@ -82,10 +83,11 @@ class ExportedPredictor(ABC):
     def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, classes) for one batch already in the model's input format."""
 
-    def probabilities(self, images: torch.Tensor, batch_size: int = 64, tta: str = "none") -> torch.Tensor:
+    def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
         """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
         if tta not in TTA_MODES:
             raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+        batch_size = batch_size or inference_batch_size(torch.device("cpu"))  # exported engines run on the CPU here
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]

@@ -44,12 +44,29 @@ def weights_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def view_rows(views: torch.Tensor) -> torch.Tensor:
+    """Where each image's views sit in a cache: (N, most views) row numbers, -1 past an image's own count.
+
+    A cache holds one row per (view, image), laid out view by view: all images' first views, then
+    the second views of the images that have two or more, and so on. With the same number of views
+    for every image that is simply ``views`` blocks of N rows.
+    """
+    present = torch.arange(int(views.max()))[:, None] < views[None, :]  # (view, image)
+    rows = torch.full(present.shape, -1, dtype=torch.long)
+    rows[present] = torch.arange(int(present.sum()))
+    return rows.T.contiguous()
+
+
+def _as_views(views: int | torch.Tensor, count: int) -> torch.Tensor:
+    return torch.full((count,), views, dtype=torch.long) if isinstance(views, int) else views.long()
+
+
 @torch.inference_mode()
 def extract_features(
     module: nn.Module,
     images: torch.Tensor,
     transform,
-    views: int,
+    views: int | torch.Tensor,
     *,
     batch_size: int,
     device: torch.device,
@@ -58,27 +75,31 @@ def extract_features(
     out: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """``module``'s output for ``views`` transformed copies of each uint8 image: shape (views, N, ...).
+    """``module``'s output for transformed copies of uint8 images: shape (rows, ...), laid out as :func:`view_rows`.
 
-    ``out`` may be a preallocated (memory-mapped) array to fill, of any float dtype. The seed
-    fixes which random augmentations each view gets. ``progress`` shows a bar with ETA on stderr.
+    ``views`` is the number of copies of every image, or one number per image. ``out`` may be a
+    preallocated (memory-mapped) array to fill, of any float dtype. The seed fixes which random
+    augmentations each copy gets. ``progress`` shows a bar with ETA on stderr.
     """
     module.eval()
+    views = _as_views(views, len(images))
+    image_of_row = (torch.arange(int(views.max()))[:, None] < views[None, :]).nonzero()[:, 1]
     result = out
-    batches = [(view, start) for view in range(views) for start in range(0, len(images), batch_size)]
+    starts = range(0, len(image_of_row), batch_size)
     if progress:
-        description = f"Caching {len(images)} images x {views} view{'s' * (views > 1)}"
-        batches = track(batches, description=description, console=Console(stderr=True))
+        most = int(views.max())
+        description = f"Caching {len(images)} images x {most if int(views.min()) == most else f'up to {most}'} views"
+        starts = track(starts, description=description, console=Console(stderr=True))
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
-        for view, start in batches:
-            batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
+        for start in starts:
+            batch = torch.stack([transform(images[i]) for i in image_of_row[start : start + batch_size]])
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 outputs = module(batch).float().cpu().numpy()
             if result is None:
-                result = np.empty((views, len(images), *outputs.shape[1:]), dtype=np.float32)
-            result[view, start : start + len(outputs)] = outputs
+                result = np.empty((len(image_of_row), *outputs.shape[1:]), dtype=np.float32)
+            result[start : start + len(outputs)] = outputs
     return result
 
 
@@ -86,28 +107,25 @@ def extract_features(
 def apply_to_cache(
     module: nn.Module, cache: np.ndarray, *, batch_size: int, device: torch.device, precision: str
 ) -> np.ndarray:
-    """Run ``module`` over every cached output of every view: (views, N, ...) -> (views, N, F) float32.
+    """Run ``module`` over every cached row: (rows, ...) -> (rows, F) float32.
 
     Turns cached activation maps into the pooled vectors the head stage trains on, in a fraction
     of the time the whole base would take.
     """
     module.eval()
-    views = []
-    for view in cache:
-        outputs = []
-        for start in range(0, len(view), batch_size):
-            batch = torch.from_numpy(np.asarray(view[start : start + batch_size], dtype=np.float32)).to(device)
-            with autocast(device, precision):
-                outputs.append(module(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
-        views.append(torch.cat(outputs))
-    return torch.stack(views).numpy()
+    outputs = []
+    for start in range(0, len(cache), batch_size):
+        batch = torch.from_numpy(np.asarray(cache[start : start + batch_size], dtype=np.float32)).to(device)
+        with autocast(device, precision):
+            outputs.append(module(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(outputs).numpy()
 
 
 def cached_features(
     module: nn.Module,
     images: torch.Tensor,
     transform,
-    views: int,
+    views: int | torch.Tensor,
     *,
     settings: dict[str, Any],
     sources: list[str],
@@ -124,7 +142,8 @@ def cached_features(
     Returns the array (in RAM, or memory-mapped when over :data:`SPILL_BYTES`) and whether the
     cache was hit.
     """
-    settings = {**settings, "views": views, "seed": seed, "dtype": np.dtype(dtype).name}
+    views = _as_views(views, len(images))
+    settings = {**settings, "views": views.tolist(), "seed": seed, "dtype": np.dtype(dtype).name}
     key = cache_key({**settings, "weights": weights_fingerprint(module)}, sources)
     path = cache_dir / f"features-{key}.npy"
     hit = path.is_file()
@@ -133,7 +152,7 @@ def cached_features(
             module.eval()
             sample = module(transform(images[0]).unsqueeze(0).to(device))  # only for the output shape
         with atomic_path(path) as tmp:
-            shape = (views, len(images), *sample.shape[1:])
+            shape = (int(views.sum()), *sample.shape[1:])
             memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             extract_features(
                 module, images, transform, views, batch_size=batch_size, device=device, precision=precision,
@@ -146,16 +165,25 @@ def cached_features(
 
 
 class CachedFeatureDataset(Dataset):
-    """(cached output as float32, label) pairs; each access draws one of the cached views at random."""
+    """(cached output as float32, label) pairs; each access draws one of the image's cached views at random.
 
-    def __init__(self, features: np.ndarray, labels: torch.Tensor, seed: int = 0) -> None:
+    ``views`` gives each image's number of views (default: one).
+    """
+
+    def __init__(
+        self, features: np.ndarray, labels: torch.Tensor, views: int | torch.Tensor = 1, seed: int = 0
+    ) -> None:
         self.features = features
         self.labels = labels
+        self.views = _as_views(views, len(labels))
+        self.rows = view_rows(self.views)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        view = int(torch.randint(len(self.features), (1,), generator=self.generator)) if len(self.features) > 1 else 0
-        return torch.from_numpy(np.array(self.features[view, index], dtype=np.float32)), self.labels[index]
+        count = int(self.views[index])
+        view = int(torch.randint(count, (1,), generator=self.generator)) if count > 1 else 0
+        row = int(self.rows[index, view])
+        return torch.from_numpy(np.array(self.features[row], dtype=np.float32)), self.labels[index]

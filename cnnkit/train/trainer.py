@@ -33,7 +33,7 @@ from cnnkit.fileio import write_json, write_yaml
 from cnnkit.inference import Predictor
 from cnnkit.models.classifier import Classifier, feature_blocks, split_frozen_prefix
 from cnnkit.models.registry import create_model, get_model_info
-from cnnkit.runtime import lightning_precision, pick_device, resolve_precision
+from cnnkit.runtime import inference_batch_size, lightning_precision, pick_device, resolve_precision
 from cnnkit.train.callbacks import KeepBestWeights
 from cnnkit.train.features import CachedFeatureDataset, apply_to_cache, cached_features
 from cnnkit.train.module import ClassifierModule, freeze
@@ -93,6 +93,19 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return len(labels) / (num_classes * counts)
 
 
+def views_per_class(labels: torch.Tensor, num_classes: int, views: int, sampler: str) -> torch.Tensor:
+    """How many augmented views to cache per training image of each class: ``views``, times k for a
+    class the balanced sampler draws k times more often per image than the largest class.
+
+    Without the extra views, oversampling a small class would replay the same few cached inputs
+    until the model memorized them. Each class then costs about as much to cache as the largest.
+    """
+    if sampler != "balanced":
+        return torch.full((num_classes,), views, dtype=torch.long)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
+    return views * (counts.max() / counts).round().long()
+
+
 def _loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, sampler: str, seed: int) -> DataLoader:
     """Shuffled batches, or with ``balanced`` each class drawn equally often (oversampling small ones)."""
     generator = torch.Generator().manual_seed(seed)
@@ -105,11 +118,18 @@ def _loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, sampler: st
 
 
 def _image_loaders(
-    train_images: DecodedImages, val_images: DecodedImages, train_tf, val_tf, batch_size: int, sampler: str, seed: int
+    train_images: DecodedImages,
+    val_images: DecodedImages,
+    train_tf,
+    val_tf,
+    batch_size: int,
+    sampler: str,
+    seed: int,
+    device: torch.device,
 ) -> tuple[DataLoader, DataLoader]:
     return (
         _loader(TensorImageDataset(train_images, train_tf), train_images.labels, batch_size, sampler, seed),
-        DataLoader(TensorImageDataset(val_images, val_tf), batch_size=max(64, batch_size)),
+        DataLoader(TensorImageDataset(val_images, val_tf), batch_size=inference_batch_size(device)),
     )
 
 
@@ -241,6 +261,7 @@ def train(
     chosen_device = pick_device(device)
     precision = resolve_precision(precision, chosen_device)
     weights = class_weights(train_images.labels, len(dataset.classes)) if class_weight == "auto" else None
+    class_views = views_per_class(train_images.labels, len(dataset.classes), views, sampler)
     run_dir = new_run_dir(out, f"{dataset.name}-{model}")
     config = {
         "model": model,
@@ -267,6 +288,7 @@ def train(
         "sampler": sampler,
         "feature_cache": cached_head,
         "cache_views": views if cached_head else None,
+        "cache_views_per_class": class_views.tolist() if cached_head and sampler == "balanced" else None,
         "image_cache": image_cache,
         "patience": patience,
         "precision": precision,
@@ -296,18 +318,21 @@ def train(
         if cached_head:
             cache = _FeatureCache.build(
                 network, unfreeze_top if fine_tune_epochs > 0 else None, train_images, val_images, train_tf, val_tf,
-                views, settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
+                class_views[train_images.labels],
+                settings={"model": model, "preprocessing": preprocessing.to_dict(), "augment": augment},
                 device=chosen_device, precision=precision, seed=seed, progress=progress,
             )  # fmt: skip
             metrics["feature_cache_hit"] = cache.hit
             config["fine_tune_input"] = "cached activations" if cache.covers_fine_tuning else "images"
             head_only = Classifier(nn.Identity(), network.head, network.num_features)
             module = ClassifierModule(head_only, lr=lr, stage="head", **module_options)
-            loaders = cache.loaders(cache.train_pooled, cache.val_pooled, batch_size, sampler, seed)
+            loaders = cache.loaders(cache.train_pooled, cache.val_pooled, batch_size, 256, sampler, seed)
         else:
             freeze(network.features, frozen=True)
             module = ClassifierModule(network, lr=lr, stage="head", **module_options)
-            loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
+            loaders = _image_loaders(
+                train_images, val_images, train_tf, val_tf, batch_size, sampler, seed, chosen_device
+            )
         _fit(module, *loaders, epochs, keep_best, **fit)
         stage_seconds["head"] = round(time.perf_counter() - stage_started, 2)
 
@@ -321,13 +346,13 @@ def train(
     stage_fit = fit
     if cached_head and cache.covers_fine_tuning:
         trained = Classifier(cache.rest, network.head, network.num_features)
-        loaders = cache.loaders(cache.train, cache.val, batch_size, sampler, seed)
+        loaders = cache.loaders(cache.train, cache.val, batch_size, inference_batch_size(chosen_device), sampler, seed)
         if chosen_device.type == "cpu":
             # Measured for Lite0's top third on small maps (14x14 and less): fp32 trains 1.5x faster than bf16 autocast
             stage_fit = {**fit, "precision": "fp32"}
     else:
         trained = network
-        loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed)
+        loaders = _image_loaders(train_images, val_images, train_tf, val_tf, batch_size, sampler, seed, chosen_device)
     if pretrained:
         config["fine_tune_precision"] = stage_fit["precision"]
         write_yaml(run_dir / "config.yaml", config)
@@ -385,6 +410,7 @@ class _FeatureCache:
     train_pooled: np.ndarray  # what the head stage trains on: ``train`` itself, or ``train`` through ``rest``
     val_pooled: np.ndarray
     train_labels: torch.Tensor
+    train_views: torch.Tensor  # augmented views cached per training image
     val_labels: torch.Tensor
     hit: bool
 
@@ -401,7 +427,7 @@ class _FeatureCache:
         val_images: DecodedImages,
         train_tf,
         val_tf,
-        views: int,
+        views: torch.Tensor,
         *,
         settings: dict[str, Any],
         device: torch.device,
@@ -419,8 +445,8 @@ class _FeatureCache:
         freeze(network.features, frozen=True)
         settings = {**settings, "precision": precision, "cut": "pooled" if rest is None else len(cut)}
         common = dict(
-            cache_dir=default_cache_dir(), batch_size=64, device=device, precision=precision, seed=seed,
-            dtype=np.float32 if rest is None else np.float16, progress=progress,
+            cache_dir=default_cache_dir(), batch_size=inference_batch_size(device), device=device,
+            precision=precision, seed=seed, dtype=np.float32 if rest is None else np.float16, progress=progress,
         )  # fmt: skip
         train, hit = cached_features(
             cut, train_images.images, train_tf, views, settings={**settings, "split": "train"},
@@ -432,13 +458,15 @@ class _FeatureCache:
         )  # fmt: skip
         train_pooled, val_pooled = train, val
         if rest is not None:
-            run = dict(batch_size=256, device=device, precision=precision)
+            run = dict(batch_size=inference_batch_size(device), device=device, precision=precision)
             train_pooled, val_pooled = apply_to_cache(rest, train, **run), apply_to_cache(rest, val, **run)
-        return cls(rest, train, val, train_pooled, val_pooled, train_images.labels, val_images.labels, hit)
+        return cls(rest, train, val, train_pooled, val_pooled, train_images.labels, views, val_images.labels, hit)
 
-    def loaders(self, train: np.ndarray, val: np.ndarray, batch_size: int, sampler: str, seed: int):
-        train_set = CachedFeatureDataset(train, self.train_labels, seed)
+    def loaders(
+        self, train: np.ndarray, val: np.ndarray, batch_size: int, val_batch_size: int, sampler: str, seed: int
+    ):
+        train_set = CachedFeatureDataset(train, self.train_labels, self.train_views, seed)
         return (
             _loader(train_set, self.train_labels, batch_size, sampler, seed),
-            DataLoader(CachedFeatureDataset(val, self.val_labels), batch_size=256),
+            DataLoader(CachedFeatureDataset(val, self.val_labels), batch_size=val_batch_size),
         )
