@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from cnnkit.data import SkippedFilesWarning, decode_file, decode_images, load_dataset, scan_folder
-from cnnkit.data.transforms import center_crop_resize, resolve_augment, train_transform, training_store_size
+from cnnkit.data.transforms import (
+    RandomAffineCrop,
+    affine_crop,
+    affine_crop_theta,
+    center_crop_resize,
+    resolve_augment,
+    train_transform,
+    training_store_size,
+)
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.dataset_views import augmented_variants
 from cnnkit.models.config import Preprocessing
 from tests.conftest import write_shapes_dataset
 
@@ -178,3 +188,82 @@ def test_augmentation_presets() -> None:
     assert (views[0] - views[1]).abs().mean() > 0.05
     plain = train_transform(color, "none")
     assert torch.equal(plain(image), plain(image))
+    gray = Preprocessing(input_size=28, channels=1, mean=(0.0,), std=(1.0,))
+    digit = torch.from_numpy(_rgb(size=(28, 28))[..., :1]).permute(2, 0, 1).contiguous()
+    light = train_transform(gray, "light")(digit)
+    assert light.shape == (1, 28, 28) and light.dtype == torch.float32 and 0 <= light.min() <= light.max() <= 1
+
+
+def _centre(image: torch.Tensor, size: int) -> torch.Tensor:
+    top = (image.shape[-1] - size + 1) // 2
+    return image[..., top : top + size, top : top + size]
+
+
+@pytest.mark.parametrize(("store", "size"), [(256, 224), (37, 32)])
+def test_affine_crop_with_identity_parameters_is_the_centre_crop(store: int, size: int) -> None:
+    image = torch.rand(3, store, store)
+    still = RandomAffineCrop(store, size, degrees=0, shift=0, shear=0, zoom=0, flip=False)
+    assert torch.allclose(still(image), _centre(image, size), atol=1e-5, rtol=0)
+    as_uint8 = (image * 255).round().to(torch.uint8)
+    out = still(as_uint8)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, _centre(as_uint8, size) / 255, atol=1e-5, rtol=0)
+    flipped = affine_crop(image, affine_crop_theta(store, size, flip=True), size)
+    assert torch.allclose(flipped, _centre(image, size).flip(-1), atol=1e-5, rtol=0)
+
+
+def test_affine_crop_shifts_and_rotates_like_torchvision() -> None:
+    image = torch.rand(3, 40, 40)
+    crop = _centre(image, 32)
+    moved = affine_crop(image, affine_crop_theta(40, 32, translate=(3, -2)), 32)
+    assert torch.allclose(moved[:, :-2, 3:], crop[:, 2:, :-3], atol=1e-5, rtol=0)  # 3 right, 2 up
+    turned = affine_crop(image, affine_crop_theta(40, 32, angle=90), 32)
+    assert torch.allclose(turned, torch.rot90(crop, -1, dims=(-2, -1)), atol=1e-5, rtol=0)  # clockwise, as v2.affine
+    wide = v2.functional.pad(image, 40, padding_mode="edge")  # what border sampling stands for
+    reference = v2.functional.affine(wide, 23.0, [4, -3], 1.1, [-8.0, 0.0], v2.InterpolationMode.BILINEAR)
+    ours = affine_crop(image, affine_crop_theta(40, 32, angle=23.0, translate=(4, -3), scale=1.1, shear=-8.0), 32)
+    assert torch.allclose(ours, v2.functional.center_crop(reference, [32]), atol=1e-4, rtol=0)
+
+
+def test_affine_crop_fills_uncovered_corners_with_the_edge_colour() -> None:
+    image = torch.randint(1, 256, (3, 64, 64), dtype=torch.uint8)
+    image[:, :4], image[:, -4:], image[:, :, :4], image[:, :, -4:] = 200, 200, 200, 200
+    out = affine_crop(image, affine_crop_theta(64, 56, angle=45, scale=0.7), 56)
+    assert out.min() > 0
+    assert torch.allclose(out[:, [0, 0, -1, -1], [0, -1, 0, -1]], torch.tensor(200 / 255), atol=1e-6)
+
+
+def test_random_affine_crop_draws_reach_the_configured_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = torch.rand(3, 40, 40)
+    augment = RandomAffineCrop(40, 32, degrees=30, shift=0.1, shear=10, zoom=0.2, flip=True)
+    monkeypatch.setattr(torch, "rand", lambda *size: torch.ones(size))
+    expected = affine_crop_theta(40, 32, angle=30, translate=(4, 4), scale=1.2, shear=10, flip=False)
+    assert torch.equal(augment(image), affine_crop(image, expected, 32))
+    monkeypatch.setattr(torch, "rand", lambda *size: torch.zeros(size))
+    expected = affine_crop_theta(40, 32, angle=-30, translate=(-4, -4), scale=0.8, shear=-10, flip=True)
+    assert torch.equal(augment(image), affine_crop(image, expected, 32))
+
+
+def test_augmentation_repeats_with_the_seed_and_varies_without() -> None:
+    color = Preprocessing(input_size=32, crop_pct=0.875)
+    store = training_store_size(color)
+    image = torch.from_numpy(_rgb(size=(store, store))).permute(2, 0, 1).contiguous()
+    standard = train_transform(color, "standard")
+    torch.manual_seed(5)
+    first, second = standard(image), standard(image)
+    torch.manual_seed(5)
+    assert torch.equal(standard(image), first)
+    assert not torch.allclose(first, second, atol=1e-3)
+
+
+def test_augmented_variants_show_different_views(tmp_path: Path) -> None:
+    dataset = load_dataset(write_shapes_dataset(tmp_path / "shapes", per_class=8))
+    color = Preprocessing(input_size=32, crop_pct=0.875)
+    rows = augmented_variants(dataset.train.subset([0, 1]), color, "standard", variants=3)
+    assert len(rows) == 2 and all(len(row) == 4 for row in rows)
+    assert all(view.shape == (3, 32, 32) and view.dtype == torch.uint8 for row in rows for view in row)
+    assert not torch.equal(rows[0][1], rows[0][2])
+    again = augmented_variants(dataset.train.subset([0, 1]), color, "standard", variants=3)
+    assert all(
+        torch.equal(a, b) for row, other in zip(rows, again, strict=True) for a, b in zip(row, other, strict=True)
+    )

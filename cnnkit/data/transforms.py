@@ -58,6 +58,9 @@ class RandomChannelShift(nn.Module):
         super().__init__()
         self.max_shift = max_shift
 
+    def extra_repr(self) -> str:
+        return f"max_shift={self.max_shift}"
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         shift = (torch.rand(image.shape[-3], 1, 1) * 2 - 1) * self.max_shift
         return (image + shift).clamp_(0.0, 1.0)
@@ -72,27 +75,86 @@ def resolve_augment(preset: str, preprocessing: Preprocessing) -> str:
     return preset
 
 
-def _affine_with_nearest_fill(
-    store_size: int, degrees: float, shift: float, shear: float, zoom: float
-) -> list[nn.Module]:
-    """Keras' affine augmentation with ``fill_mode='nearest'``.
+def affine_crop_theta(
+    store_size: int,
+    output_size: int,
+    angle: float = 0.0,
+    translate: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+    shear: float = 0.0,
+    flip: bool = False,
+) -> torch.Tensor:
+    """The 2x3 ``affine_grid`` matrix (``align_corners=False``) from the output to the stored image.
 
-    RandomAffine only fills with a constant, so the image is first padded by replicating its edge
-    pixels and cropped back afterwards: the uncovered corners show stretched edges, as in Keras.
+    The geometry is torchvision's ``affine`` about the stored image's centre (positive ``angle``
+    turns the content clockwise, ``translate`` in pixels, ``shear`` along x in degrees), then the
+    horizontal flip, then the centre ``output_size`` crop at an integer offset, so that identity
+    parameters copy the crop's pixels exactly instead of blurring them.
     """
-    pad = store_size // 2
-    padded = store_size + 2 * pad
-    return [
-        v2.Pad(pad, padding_mode="edge"),
-        v2.RandomAffine(
-            degrees=degrees,
-            translate=(shift * store_size / padded, shift * store_size / padded),
-            scale=(1 - zoom, 1 + zoom),
-            shear=shear,
-            interpolation=InterpolationMode.BILINEAR,
-        ),
-        v2.CenterCrop(store_size),
-    ]
+    rot, sx = math.radians(angle), math.radians(shear)
+    cos, sin, tan = math.cos(rot), math.sin(rot), math.tan(sx)
+    # torchvision's rotate-scale-shear matrix maps stored pixels to output pixels; sampling needs its inverse.
+    forward = torch.tensor([[cos, -cos * tan - sin], [sin, -sin * tan + cos]], dtype=torch.float64)
+    inverse = torch.linalg.inv(scale * forward)
+    # The crop's centre relative to the stored image's centre: 0, or half a pixel for an odd margin.
+    centre = (store_size - output_size + 1) // 2 + (output_size - store_size) / 2
+    shift = torch.tensor([centre - translate[0], centre - translate[1]], dtype=torch.float64)
+    # stored = inverse @ (output - translate) about the centres, rescaled to affine_grid's [-1, 1] units.
+    theta = torch.cat([inverse * (output_size / store_size), (inverse @ shift)[:, None] * (2 / store_size)], dim=1)
+    if flip:
+        theta[:, 0] = -theta[:, 0]
+    return theta
+
+
+def affine_crop(image: torch.Tensor, theta: torch.Tensor, output_size: int) -> torch.Tensor:
+    """Sample a (C, H, W) image through ``theta``: float in [0, 1] out for uint8 in.
+
+    Bilinear with ``padding_mode='border'`` is Keras' ``fill_mode='nearest'``: corners the moved
+    image no longer covers repeat its edge pixels instead of turning black.
+    """
+    image = v2.functional.to_dtype(image, torch.float32, scale=True)
+    # theta is float64 so that the identity (256 -> 224, say) hits pixel centres exactly, not 1e-5 pixel off.
+    size = [1, image.shape[-3], output_size, output_size]
+    grid = nn.functional.affine_grid(theta[None], size, align_corners=False).to(image.dtype)
+    sampled = nn.functional.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled[0]
+
+
+class RandomAffineCrop(nn.Module):
+    """Keras-style random rotation, shift, shear, zoom and flip plus the centre crop, as one resampling.
+
+    The ranges are RandomAffine's (``shift`` a fraction of the stored image, ``shear`` along x in
+    degrees, scale in [1 - zoom, 1 + zoom]), but shifts are not rounded to whole pixels. Draws use
+    the global torch RNG, so ``torch.manual_seed`` repeats them. Returns float in [0, 1]. One
+    ``grid_sample`` straight to the output size costs a tenth of rotating an edge-padded copy of
+    the stored image and cropping it twice.
+    """
+
+    def __init__(
+        self, store_size: int, output_size: int, degrees: float, shift: float, shear: float, zoom: float, flip: bool
+    ) -> None:
+        super().__init__()
+        self.store_size, self.output_size = store_size, output_size
+        self.degrees, self.shift, self.shear, self.zoom, self.flip = degrees, shift, shear, zoom, flip
+
+    def extra_repr(self) -> str:  # names the whole augmentation in feature-cache keys
+        return ", ".join(
+            f"{key}={value}" for key, value in vars(self).items() if not key.startswith("_") and key != "training"
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        angle, tx, ty, zoom, shear, flip = (torch.rand(6) * 2 - 1).tolist()
+        max_shift = self.shift * self.store_size
+        theta = affine_crop_theta(
+            self.store_size,
+            self.output_size,
+            angle=angle * self.degrees,
+            translate=(tx * max_shift, ty * max_shift),
+            scale=1 + zoom * self.zoom,
+            shear=shear * self.shear,
+            flip=self.flip and flip < 0,
+        )
+        return affine_crop(image, theta, self.output_size)
 
 
 def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
@@ -102,14 +164,14 @@ def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
     0.2, shear 0.2 rad (about 11.5 degrees), zoom 0.2, channel shift, horizontal flip, nearest fill.
     ``light`` suits digits and text: rotation 10, shift 0.1, zoom 0.1, no flip, no colour change.
     """
-    store = training_store_size(preprocessing)
-    steps: list[nn.Module] = []
+    store, size = training_store_size(preprocessing), preprocessing.input_size
+    steps: list[nn.Module]
     if preset == "standard":
-        steps += _affine_with_nearest_fill(store, degrees=40, shift=0.2, shear=math.degrees(0.2), zoom=0.2)
-        steps.append(v2.RandomHorizontalFlip())
+        steps = [RandomAffineCrop(store, size, degrees=40, shift=0.2, shear=math.degrees(0.2), zoom=0.2, flip=True)]
     elif preset == "light":
-        steps += _affine_with_nearest_fill(store, degrees=10, shift=0.1, shear=0.0, zoom=0.1)
-    steps += [v2.CenterCrop(preprocessing.input_size), v2.ToDtype(torch.float32, scale=True)]
+        steps = [RandomAffineCrop(store, size, degrees=10, shift=0.1, shear=0.0, zoom=0.1, flip=False)]
+    else:
+        steps = [v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True)]
     if preset == "standard" and preprocessing.channels == 3:
         steps.append(RandomChannelShift(0.1))
     steps.append(v2.Normalize(list(preprocessing.mean), list(preprocessing.std)))

@@ -449,11 +449,12 @@ class _FeatureCache:
             precision=precision, seed=seed, dtype=np.float32 if rest is None else np.float16, progress=progress,
         )  # fmt: skip
         train, hit = cached_features(
-            cut, train_images.images, train_tf, views, settings={**settings, "split": "train"},
-            sources=train_images.sources, **common,
+            cut, train_images.images, train_tf, views, sources=train_images.sources,
+            settings={**settings, "split": "train", "transform": repr(train_tf)}, **common,
         )  # fmt: skip
         val, _ = cached_features(
-            cut, val_images.images, val_tf, 1, settings={**settings, "split": "val", "augment": "none"},
+            cut, val_images.images, val_tf, 1,
+            settings={**settings, "split": "val", "augment": "none", "transform": repr(val_tf)},
             sources=val_images.sources, **common,
         )  # fmt: skip
         train_pooled, val_pooled = train, val
