@@ -14,7 +14,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.fileio import read_json
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
-from cnnkit.runtime import autocast, inference_batch_size, pick_device, resolve_precision
+from cnnkit.runtime import autocast, inference_batch_size, keep_freed_memory, pick_device, resolve_precision
 
 TTA_MODES = ("none", "flip")
 CALIBRATION_FILE = "calibration.json"
@@ -47,6 +47,7 @@ class Predictor:
         temperature: float = 1.0,
     ) -> Predictor:
         """``temperature`` divides the logits before softmax (1.0: the model as trained; see ``calibration.json``)."""
+        keep_freed_memory()
         chosen = pick_device(device)
         model = model.eval().to(chosen, memory_format=torch.channels_last)
         return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen), temperature)

@@ -8,6 +8,7 @@ where the CPU has native bf16 instructions; elsewhere emulation would be slower 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import platform
 from collections.abc import Iterator
@@ -68,13 +69,33 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Stop glibc from handing freed tensor memory back to the OS after every batch (Linux only).
+
+    By default each batch's large activations are mmapped and unmapped, or trimmed off the heap,
+    so the next batch page-faults them back in: on 2-core Zen 4 that was 40% of EfficientNet-Lite0
+    feature extraction, spent in the kernel. Keeping up to 1 GiB of freed memory and serving
+    blocks up to 32 MiB (glibc's maximum) from the heap removes it. Returns whether it applied.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(libc.mallopt(m_mmap_threshold, 32 << 20))
+
+
 def inference_batch_size(device: torch.device) -> int:
     """Images per forward pass when nothing trains.
 
-    Small on CPUs, where a batch's activations then stay in cache: EfficientNet-Lite0's frozen layers
-    (bf16, 2-core Zen 4) run 400 images/s in batches of 8-16, 230 in batches of 32, 150 in batches of 64.
+    Small on CPUs, where a batch's activations then stay in cache and under glibc's 32 MiB mmap
+    limit (see :func:`keep_freed_memory`): EfficientNet-Lite0's frozen layers, bf16 on 2-core Zen 4,
+    take 3.7 ms per image in batches of 8 and 5.0 in batches of 16 or 32 (with freed memory kept).
     """
-    return 16 if device.type == "cpu" else 128
+    return 8 if device.type == "cpu" else 128
 
 
 def lightning_precision(precision: str) -> str:

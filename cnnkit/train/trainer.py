@@ -33,7 +33,13 @@ from cnnkit.fileio import write_json, write_yaml
 from cnnkit.inference import Predictor
 from cnnkit.models.classifier import Classifier, feature_blocks, split_frozen_prefix
 from cnnkit.models.registry import create_model, get_model_info
-from cnnkit.runtime import inference_batch_size, lightning_precision, pick_device, resolve_precision
+from cnnkit.runtime import (
+    inference_batch_size,
+    keep_freed_memory,
+    lightning_precision,
+    pick_device,
+    resolve_precision,
+)
 from cnnkit.train.callbacks import KeepBestWeights
 from cnnkit.train.features import CachedFeatureDataset, apply_to_cache, cached_features
 from cnnkit.train.module import ClassifierModule, freeze
@@ -222,6 +228,7 @@ def train(
     :mod:`cnnkit.train.run`.
     """
     _quiet_lightning()
+    keep_freed_memory()
     started = time.perf_counter()
     _check_options(
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, cache_views=cache_views, lr=lr,
