@@ -61,9 +61,9 @@ def test_augmented_views_really_differ(lite0, shapes_images) -> None:
 
 def test_oversampled_classes_get_more_views_and_each_image_draws_only_its_own() -> None:
     labels = torch.tensor([0] * 90 + [1] * 10 + [2] * 30)
-    assert views_per_class(labels, 3, 3, "shuffle").tolist() == [3, 3, 3]
-    assert views_per_class(labels, 3, 3, "balanced").tolist() == [3, 27, 9]
-    views = views_per_class(labels, 3, 3, "balanced")[labels]
+    assert views_per_class(labels, 3, 3, rebalanced=False).tolist() == [3, 3, 3]
+    assert views_per_class(labels, 3, 3, rebalanced=True).tolist() == [3, 27, 9]
+    views = views_per_class(labels, 3, 3, rebalanced=True)[labels]
     rows = view_rows(views)
     assert rows.shape == (130, 27) and int(rows.max()) + 1 == int(views.sum()) == 270 + 270 + 270
     assert (rows[:, :3] >= 0).all() and (rows[:90, 3:] == -1).all() and (rows[90:100] >= 0).all()

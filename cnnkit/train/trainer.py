@@ -99,14 +99,15 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return len(labels) / (num_classes * counts)
 
 
-def views_per_class(labels: torch.Tensor, num_classes: int, views: int, sampler: str) -> torch.Tensor:
+def views_per_class(labels: torch.Tensor, num_classes: int, views: int, rebalanced: bool) -> torch.Tensor:
     """How many augmented views to cache per training image of each class: ``views``, times k for a
-    class the balanced sampler draws k times more often per image than the largest class.
+    class that counts k times more per image than the largest class when ``rebalanced`` (by the
+    balanced sampler or by inverse-frequency class weights).
 
-    Without the extra views, oversampling a small class would replay the same few cached inputs
+    Without the extra views, a small class's few cached inputs would be replayed (or weighted up)
     until the model memorized them. Each class then costs about as much to cache as the largest.
     """
-    if sampler != "balanced":
+    if not rebalanced:
         return torch.full((num_classes,), views, dtype=torch.long)
     counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
     return views * (counts.max() / counts).round().long()
@@ -268,7 +269,8 @@ def train(
     chosen_device = pick_device(device)
     precision = resolve_precision(precision, chosen_device)
     weights = class_weights(train_images.labels, len(dataset.classes)) if class_weight == "auto" else None
-    class_views = views_per_class(train_images.labels, len(dataset.classes), views, sampler)
+    rebalanced = sampler == "balanced" or class_weight == "auto"
+    class_views = views_per_class(train_images.labels, len(dataset.classes), views, rebalanced)
     run_dir = new_run_dir(out, f"{dataset.name}-{model}")
     config = {
         "model": model,
@@ -295,7 +297,7 @@ def train(
         "sampler": sampler,
         "feature_cache": cached_head,
         "cache_views": views if cached_head else None,
-        "cache_views_per_class": class_views.tolist() if cached_head and sampler == "balanced" else None,
+        "cache_views_per_class": class_views.tolist() if cached_head and rebalanced else None,
         "image_cache": image_cache,
         "patience": patience,
         "precision": precision,
