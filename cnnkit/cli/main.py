@@ -64,7 +64,11 @@ def train(
         ),
     ] = True,
     cache_views: Annotated[
-        int | None, typer.Option(help="Augmented views cached per training image (default 3; 1 without augmentation).")
+        int | None,
+        typer.Option(
+            help="Augmented views cached per training image (default 3; 1 without augmentation); "
+            "k times more for classes the class weights or balanced sampler emphasize k-fold.",
+        ),
     ] = None,
     image_cache: Annotated[str, typer.Option(help="Where decoded pixels live: ram, disk or off.")] = "ram",
     augment: Annotated[

@@ -224,7 +224,8 @@ def train(
     cached outputs of the frozen layers for ``cache_views`` augmented views per image (default 3),
     fine-tuning too when the base can be cut below the unfrozen blocks (default 8 epochs, or 3
     when it reads images). ``class_weight="auto"`` weighs the loss by inverse
-    class frequency; ``sampler="balanced"`` oversamples small classes instead. ``image_cache``
+    class frequency; ``sampler="balanced"`` oversamples small classes instead; either caches k times
+    the views of a class it emphasizes k-fold (:func:`views_per_class`). ``image_cache``
     keeps decoded pixels in ``ram``, on ``disk`` or ``off``. Writes the run folder described in
     :mod:`cnnkit.train.run`.
     """
