@@ -189,6 +189,20 @@ def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Pat
         assert torch.allclose(reloaded(images), run.model(images), atol=1e-5)
 
 
+def test_a_cut_class_really_gets_more_cached_views(shapes_dir: Path, tmp_path: Path, private_cache: Path) -> None:
+    dataset = load_dataset(shapes_dir)
+    labels = np.asarray(dataset.train.labels)
+    keep = np.flatnonzero((labels != 2) | (np.cumsum(labels == 2) <= 4))  # class 2 cut to 4 images
+    dataset.train = dataset.train.subset(keep)
+    counts = np.bincount(labels[keep], minlength=3)
+    before = set(private_cache.glob("features-*.npy"))
+    run = _train(dataset, tmp_path / "run", augment="standard", cache_views=2, sampler="balanced", epochs=1)
+    expected = [2 * round(counts.max() / count) for count in counts]
+    assert expected[2] >= 8 and run.config["cache_views_per_class"] == expected
+    rows = {np.load(path, mmap_mode="r").shape[0] for path in set(private_cache.glob("features-*.npy")) - before}
+    assert int(np.dot(counts, expected)) in rows  # the train cache holds every extra view
+
+
 def test_flip_tta_averages_the_image_and_its_mirror(lite0) -> None:
     predictor = Predictor.create(lite0, ["a", "b", "c"], device="cpu", precision="fp32")
     images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)

@@ -51,10 +51,15 @@ def view_rows(views: torch.Tensor) -> torch.Tensor:
     the second views of the images that have two or more, and so on. With the same number of views
     for every image that is simply ``views`` blocks of N rows.
     """
-    present = torch.arange(int(views.max()))[:, None] < views[None, :]  # (view, image)
+    present = _view_mask(views)
     rows = torch.full(present.shape, -1, dtype=torch.long)
     rows[present] = torch.arange(int(present.sum()))
     return rows.T.contiguous()
+
+
+def _view_mask(views: torch.Tensor) -> torch.Tensor:
+    """(view, image) booleans: True where the image has that view."""
+    return torch.arange(int(views.max()))[:, None] < views[None, :]
 
 
 def _as_views(views: int | torch.Tensor, count: int) -> torch.Tensor:
@@ -83,7 +88,7 @@ def extract_features(
     """
     module.eval()
     views = _as_views(views, len(images))
-    image_of_row = (torch.arange(int(views.max()))[:, None] < views[None, :]).nonzero()[:, 1]
+    image_of_row = _view_mask(views).nonzero()[:, 1]  # in the cache's row order, view by view
     result = out
     starts = range(0, len(image_of_row), batch_size)
     if progress:
