@@ -47,8 +47,9 @@ def main() -> int:
             recalls, f1s, accuracies = [], [], []
             for seed in args.seeds:
                 run = cnnkit.train(
-                    dataset, "efficientnet_lite0", image_size=args.image_size, fine_tune_epochs=args.fine_tune_epochs,
-                    seed=seed, progress=False, out=f"{tmp}/{remedy}-{seed}", **options,
+                    dataset, model="efficientnet_lite0", image_size=args.image_size,
+                    fine_tune_epochs=args.fine_tune_epochs, seed=seed, progress=False,
+                    out=f"{tmp}/{remedy}-{seed}", **options,
                 )  # fmt: skip
                 result = cnnkit.evaluate(run.path, data=dataset, split="test", save=False)
                 recalls.append(result.report[args.cut]["recall"])

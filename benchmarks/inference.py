@@ -23,7 +23,7 @@ import torch
 
 import cnnkit
 from benchmarks._common import DATASETS, report
-from cnnkit.data import decode_images, load_dataset
+from cnnkit.data import decode_images
 from cnnkit.export import OnnxPredictor, export
 from cnnkit.export.network import model_input
 from cnnkit.export.verify import compare_latency
@@ -51,7 +51,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = cnnkit.train(
             DATASETS / "hymenoptera",
-            "efficientnet_lite0",
+            model="efficientnet_lite0",
             epochs=args.head_epochs,
             fine_tune_epochs=0,
             progress=False,
@@ -59,8 +59,7 @@ def main() -> int:
         )
         fp32 = export(run, "onnx", out=Path(tmp) / "lite0.onnx")
         int8 = export(run, "onnx", out=Path(tmp) / "lite0.int8.onnx", int8=True)
-        config = run.config
-        val = load_dataset(config["data"], config["val_split"], config["test_split"], config["seed"]).val
+        val = run.load_dataset().val
         images = model_input(decode_images(val, run.preprocessing).images, run.preprocessing, "normalized")
         engines = {
             "PyTorch fp32 eager NCHW": torch_engine(run.load_model(), channels_last_bf16=False),

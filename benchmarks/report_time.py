@@ -30,7 +30,7 @@ def main() -> int:
         started = time.perf_counter()
         run = cnnkit.train(
             DATASETS / "flowers128",
-            "efficientnet_lite0",
+            model="efficientnet_lite0",
             epochs=1,
             fine_tune_epochs=0,
             image_size=args.image_size,

@@ -26,7 +26,7 @@ def main() -> int:
             started = time.perf_counter()
             run = cnnkit.train(
                 DATASETS / "hymenoptera",
-                "efficientnet_lite0",
+                model="efficientnet_lite0",
                 precision=precision,
                 progress=False,
                 out=f"{tmp}/{precision}",
@@ -34,7 +34,7 @@ def main() -> int:
             seconds = time.perf_counter() - started
             rows.append(
                 {
-                    "precision": run.config["precision"],
+                    "precision": run.facts.precision,
                     "val_accuracy": run.metrics["val_accuracy"],
                     "best": f"{run.metrics['best_stage']} epoch {run.metrics['best_epoch']}",
                     "head_s": run.metrics["stage_seconds"].get("head", 0.0),

@@ -23,7 +23,7 @@ def main() -> int:
         started = time.perf_counter()
         run = cnnkit.train(
             DATASETS / "mnist-png",
-            "lenet5",
+            model="lenet5",
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=5e-4,
@@ -40,7 +40,7 @@ def main() -> int:
         "test_accuracy": run.metrics["test_accuracy"],
         "decode_s": run.metrics["decode_seconds"],
         "total_s": round(seconds, 1),
-        "precision": run.config["precision"],
+        "precision": run.facts.precision,
     }
     targets = {"test accuracy >= 99.0%": row["test_accuracy"] >= 0.99}
     return 0 if report("train_mnist", "LeNet-5 on MNIST", [row], targets) else 1

@@ -19,12 +19,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "train": "cnnkit.train",
-    "load_run": "cnnkit.train.run",
-    "Run": "cnnkit.train.run",
+    "load_run": "cnnkit.run",
+    "Run": "cnnkit.run",
     "evaluate": "cnnkit.evaluate",
     "export": "cnnkit.export",
     "predict": "cnnkit.inference",
-    "Predictor": "cnnkit.inference",
+    "Predictor": "cnnkit.predictor",
     "create_model": "cnnkit.models.registry",
     "list_models": "cnnkit.models.registry",
     "summarize": "cnnkit.models.summary",

@@ -1,6 +1,6 @@
 """Let ``cnnkit.train(...)`` and ``cnnkit.evaluate(...)`` be calls although they are also packages.
 
-Importing ``cnnkit.train.run`` binds the *package* ``cnnkit.train`` as an attribute of
+Importing ``cnnkit.train.trainer`` binds the *package* ``cnnkit.train`` as an attribute of
 ``cnnkit``, which would shadow the function of the same name. Giving the package module a
 ``__call__`` that forwards to the function makes both spellings work.
 """

@@ -7,16 +7,21 @@ which is atomic on POSIX and Windows when both paths are on the same filesystem.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from safetensors.torch import load_file, save_file
+
+from cnnkit.crashpoints import crash_point
+from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -29,10 +34,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private (0600); run files are meant to be shared
+        _fsync(tmp)  # the data reaches the disk before the name does, so a power cut leaves old or new
+        crash_point("write")
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -53,19 +71,46 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """YAML as plain data; tags that would build Python objects are refused with one line."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise CnnkitError(f"{path} is not valid YAML for cnnkit ({problem}); fix or replace the file") from exc
 
 
-def save_weights(module_or_state: torch.nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
-    """Save weights as safetensors (never pickle), atomically."""
-    state = module_or_state.state_dict() if isinstance(module_or_state, torch.nn.Module) else module_or_state
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(
+    module_or_state: torch.nn.Module | dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Save weights as safetensors (never pickle), atomically; ``metadata`` goes into the file's header."""
+    from safetensors.torch import save_file
+
+    state = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
     contiguous = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp))
+        save_file(contiguous, str(tmp), metadata=metadata)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
+
+
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The header metadata of a safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:

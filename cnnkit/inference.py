@@ -1,127 +1,33 @@
-"""Batched inference with a model's own preprocessing: used by evaluate, predict and export checks."""
+"""``cnnkit.predict``: top-k labels for image files from a run, a pretrained model or an exported file.
+
+It sits above :mod:`cnnkit.export` (for ONNX files) and :mod:`cnnkit.predictor` (for PyTorch),
+which know nothing of it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from cnnkit.data.decode import UndecodableImage, decode_file
-from cnnkit.data.transforms import center_crop_resize, eval_transform
 from cnnkit.errors import CnnkitError
-from cnnkit.fileio import read_json
-from cnnkit.models.classifier import Classifier
-from cnnkit.models.config import Preprocessing
-from cnnkit.runtime import autocast, inference_batch_size, keep_freed_memory, pick_device, resolve_precision
-
-TTA_MODES = ("none", "flip")
-CALIBRATION_FILE = "calibration.json"
+from cnnkit.predictor import ImagePredictor, Predictor, open_subject
 
 
-def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """A decoded uint8 image -> the uint8 crop the model sees."""
-    p = preprocessing
-    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation)
+def open_predictor(
+    run: str | Path | None = None, model: str | None = None, onnx: str | Path | None = None, device: str = "auto"
+) -> ImagePredictor:
+    """The predictor for exactly one of a trained ``run``, a pretrained ``model`` or an ``onnx`` file."""
+    if sum(source is not None for source in (run, model, onnx)) != 1:
+        raise CnnkitError(
+            "give exactly one of --run RUN (a trained run), --model NAME (a pretrained model) "
+            "or --onnx FILE (an exported model)"
+        )
+    if onnx is not None:
+        from cnnkit.export.onnx import OnnxPredictor
 
-
-@dataclass
-class Predictor:
-    """A model in inference mode on the best available device, with its preprocessing."""
-
-    model: Classifier
-    preprocessing: Preprocessing
-    classes: list[str]
-    device: torch.device
-    precision: str
-    temperature: float = 1.0
-
-    @classmethod
-    def create(
-        cls,
-        model: Classifier,
-        classes: list[str],
-        device: str = "auto",
-        precision: str = "auto",
-        temperature: float = 1.0,
-    ) -> Predictor:
-        """``temperature`` divides the logits before softmax (1.0: the model as trained; see ``calibration.json``)."""
-        keep_freed_memory()
-        chosen = pick_device(device)
-        model = model.eval().to(chosen, memory_format=torch.channels_last)
-        return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen), temperature)
-
-    @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
-        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors.
-
-        ``batch_size`` defaults to :func:`~cnnkit.runtime.inference_batch_size` for the device.
-        """
-        if tta not in TTA_MODES:
-            raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
-        normalize = eval_transform(self.preprocessing)
-        batch_size = batch_size or inference_batch_size(self.device)
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = normalize(images[start : start + batch_size]).to(self.device)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, self.precision):
-                probs = (self.model(batch).float() / self.temperature).softmax(1)
-                if tta == "flip":
-                    probs = (probs + (self.model(batch.flip(-1)).float() / self.temperature).softmax(1)) / 2
-            outputs.append(probs.cpu())
-        if not outputs:
-            return torch.empty(0, len(self.classes))
-        return torch.cat(outputs)
-
-    def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
-        return load_images(paths, self.preprocessing)
-
-
-def read_image(path: str | Path, channels: int) -> torch.Tensor:
-    """Decode an image file to uint8 (C, H, W); a missing or unreadable file is a one-line error."""
-    if not Path(path).is_file():
-        raise CnnkitError(f"image {path} does not exist")
-    try:
-        return decode_file(path, channels)
-    except UndecodableImage as exc:
-        raise CnnkitError(f"cannot read {path} as an image ({exc})") from exc
-
-
-def load_images(paths: Sequence[str | Path], preprocessing: Preprocessing) -> torch.Tensor:
-    """Decode and prepare image files; an unreadable one is a one-line error naming it."""
-    return torch.stack([prepare_image(read_image(path, preprocessing.channels), preprocessing) for path in paths])
-
-
-@dataclass
-class Subject:
-    """A network in eval mode with its class names and the temperature its probabilities use."""
-
-    model: Classifier
-    classes: list[str]
-    temperature: float = 1.0
-
-
-def open_subject(run: str | Path | None = None, model: str | None = None) -> Subject:
-    """A trained run folder, or a registry model with its ImageNet weights and labels, used as-is."""
-    if (run is None) == (model is None):
-        raise CnnkitError("give exactly one of RUN (a trained run folder) or --model NAME (a pretrained model)")
-    if run is not None:
-        from cnnkit.train.run import load_run
-
-        loaded = load_run(run)
-        return Subject(loaded.load_model(), loaded.classes, stored_temperature(Path(run)))
-    from cnnkit.models.imagenet import imagenet_classes
-    from cnnkit.models.registry import create_model
-
-    return Subject(create_model(model, 1000, pretrained=True).eval(), imagenet_classes())
-
-
-def stored_temperature(run_dir: Path) -> float:
-    """The temperature ``cnnkit evaluate --calibrate`` fitted for a run, or 1.0 if it was never calibrated."""
-    path = run_dir / CALIBRATION_FILE
-    return float(read_json(path)["temperature"]) if path.is_file() else 1.0
+        return OnnxPredictor.load(onnx)
+    subject = open_subject(run, model)
+    return Predictor.create(subject.model, subject.classes, device=device, temperature=subject.temperature)
 
 
 def predict(
@@ -138,20 +44,9 @@ def predict(
 
     Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image.
     """
-    if sum(source is not None for source in (run, model, onnx)) != 1:
-        raise CnnkitError(
-            "give exactly one of --run RUN (a trained run), --model NAME (a pretrained model) "
-            "or --onnx FILE (an exported model)"
-        )
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
-    if onnx is not None:
-        from cnnkit.export.onnx import OnnxPredictor
-
-        predictor = OnnxPredictor.load(onnx)
-    else:
-        subject = open_subject(run, model)
-        predictor = Predictor.create(subject.model, subject.classes, device=device, temperature=subject.temperature)
+    predictor = open_predictor(run, model, onnx, device)
     classes = predictor.classes
     probabilities = predictor.probabilities(predictor.load_images(images), tta=tta)
     top = probabilities.topk(min(top_k, len(classes)), dim=1)

@@ -74,7 +74,7 @@ def plain_run(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         warnings.simplefilter("ignore")
         return cnnkit.train(
             shapes_dir,
-            "plain_cnn",
+            model="plain_cnn",
             epochs=8,
             image_size=48,
             augment="none",
@@ -96,7 +96,7 @@ def lite0_run(tmp_path_factory: pytest.TempPathFactory):
         warnings.simplefilter("ignore")
         return cnnkit.train(
             dataset,
-            "efficientnet_lite0",
+            model="efficientnet_lite0",
             epochs=2,
             fine_tune_epochs=0,
             image_size=160,

@@ -156,7 +156,7 @@ def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: P
         warnings.simplefilter("always")
         run = cnnkit.train(
             tmp_path / "messy",
-            "plain_cnn",
+            model="plain_cnn",
             epochs=1,
             image_size=32,
             val_split=0.2,
@@ -168,7 +168,7 @@ def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: P
     skipped = [w for w in caught if issubclass(w.category, SkippedFilesWarning)]
     assert len(skipped) == 1
     assert all(name in str(skipped[0].message) for name in bad)
-    assert sorted(Path(p).name for p in run.config["skipped_files"]) == sorted(bad)
+    assert sorted(Path(p).name for p in run.facts.skipped_files) == sorted(bad)
     assert run.metrics["num_train"] + run.metrics["num_val"] == 36 + odd
     assert (run.path / "model.safetensors").is_file()
 

@@ -17,17 +17,17 @@ import torch
 from typer.testing import CliRunner
 
 from cnnkit.cli.main import app
-from cnnkit.data import decode_images, load_dataset
+from cnnkit.data import decode_images
 from cnnkit.data.datasets import DecodedImages
 from cnnkit.export import ExportResult, ModelMetadata, export
 from cnnkit.export.coreml import export_coreml, image_normalization, import_coremltools, inspect_coreml
 from cnnkit.export.exporter import SUFFIXES
 from cnnkit.export.network import ExportedClassifier, model_input
 from cnnkit.export.verify import MAX_CHECK_IMAGES
-from cnnkit.inference import Predictor
 from cnnkit.models import create_model
 from cnnkit.models.config import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from cnnkit.train.run import Run
+from cnnkit.predictor import Predictor
+from cnnkit.run import Run
 from tests.test_cli import run_main
 
 LITE0_CHECK_IMAGES = 32  # lite0's float exports check themselves on 32 of its 153 validation images, to save time
@@ -45,8 +45,7 @@ class Reference:
 
 
 def validation_images(run: Run) -> DecodedImages:
-    config = run.config
-    dataset = load_dataset(config["data"], config["val_split"], config["test_split"], config["seed"])
+    dataset = run.load_dataset()
     return decode_images(dataset.val, run.preprocessing)
 
 

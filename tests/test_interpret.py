@@ -21,8 +21,8 @@ from cnnkit.evaluate import (
     top_k_accuracy,
 )
 from cnnkit.evaluate.interpret import default_top_k
-from cnnkit.inference import Predictor
 from cnnkit.models import create_model
+from cnnkit.predictor import Predictor
 
 CLASSES = ["cat", "dog", "fox"]
 

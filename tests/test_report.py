@@ -92,7 +92,7 @@ def colour_run(tmp_path_factory: pytest.TempPathFactory):
         warnings.simplefilter("ignore")
         run = cnnkit.train(
             root / "data",
-            "plain_cnn",
+            model="plain_cnn",
             epochs=6,
             image_size=32,
             batch_size=4,

@@ -13,14 +13,14 @@ import cnnkit
 from cnnkit.data import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, write_json
-from cnnkit.train.run import HISTORY_COLUMNS, load_run
+from cnnkit.run import HISTORY_COLUMNS, load_run
 from tests.conftest import DATASETS
 
 
 def _train_digits(out: Path, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cnnkit.train("digits", "lenet5", progress=False, out=out, **kwargs)
+        return cnnkit.train("digits", model="lenet5", progress=False, out=out, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_fine_tuning_never_leaves_a_worse_model(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         run = cnnkit.train(
             dataset,
-            "efficientnet_lite0",
+            model="efficientnet_lite0",
             epochs=2,
             fine_tune_epochs=1,
             fine_tune_lr_factor=5000.0,
@@ -90,7 +90,7 @@ def test_fine_tuning_never_leaves_a_worse_model(tmp_path: Path) -> None:
 
 
 def test_existing_output_folder_is_never_overwritten(digits_run) -> None:
-    with pytest.raises(CnnkitError, match="already holds files"):
+    with pytest.raises(CnnkitError, match="already holds a run"):
         _train_digits(digits_run.path, epochs=1)
 
 

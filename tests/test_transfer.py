@@ -10,14 +10,16 @@ import pytest
 import torch
 
 import cnnkit
+from cnnkit.config import parse_unfreeze
 from cnnkit.data import decode_images, load_dataset
 from cnnkit.data.transforms import eval_transform, train_transform
-from cnnkit.inference import Predictor
 from cnnkit.models import create_model
 from cnnkit.models.classifier import feature_blocks, split_frozen_prefix
+from cnnkit.predictor import Predictor
 from cnnkit.runtime import pick_device
 from cnnkit.train.features import CachedFeatureDataset, extract_features, view_rows
-from cnnkit.train.trainer import _loader, _unfreeze, class_weights, parse_unfreeze, views_per_class
+from cnnkit.train.loaders import class_weights, train_loader, views_per_class
+from cnnkit.train.module import unfreeze_top_blocks
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,8 @@ def test_class_weights_follow_the_counts() -> None:
 
 def test_balanced_sampler_draws_every_class_equally_often() -> None:
     labels = torch.tensor([0] * 90 + [1] * 10)
-    loader = _loader(torch.utils.data.TensorDataset(labels), labels, batch_size=1000, sampler="balanced", seed=0)
+    dataset = torch.utils.data.TensorDataset(labels)
+    loader, _ = train_loader(dataset, labels, batch_size=1000, sampler="balanced", seed=0)
     drawn = torch.cat([batch[0] for _ in range(10) for batch in loader])
     assert 0.4 < (drawn == 1).float().mean() < 0.6
 
@@ -106,7 +109,7 @@ def test_balanced_sampler_draws_every_class_equally_often() -> None:
 def test_unfreeze_top_blocks_only(lite0) -> None:
     model = create_model("efficientnet_lite0", 3, image_size=64)
     assert parse_unfreeze("all", 18) is None and parse_unfreeze("top:2", 18) == 2 and parse_unfreeze("auto", 18) == 6
-    _unfreeze(model, 2)
+    unfreeze_top_blocks(model, 2)
     blocks = feature_blocks(model.features)
     trainable = [any(p.requires_grad for p in block.parameters()) for block in blocks]
     assert trainable == [False] * (len(blocks) - 2) + [True, True]
@@ -114,7 +117,7 @@ def test_unfreeze_top_blocks_only(lite0) -> None:
 
 def test_the_frozen_prefix_computes_what_the_base_computes() -> None:
     model = create_model("efficientnet_lite0", 3, image_size=64).eval()
-    _unfreeze(model, 3)
+    unfreeze_top_blocks(model, 3)
     prefix, rest = split_frozen_prefix(model.features, 64)
     assert not any(p.requires_grad for p in prefix.parameters())
     trainable = {id(p) for p in model.features.parameters() if p.requires_grad}
@@ -123,13 +126,13 @@ def test_the_frozen_prefix_computes_what_the_base_computes() -> None:
     with torch.no_grad():
         assert torch.allclose(rest(prefix(images)), model.features(images), atol=1e-5)
     resnet = create_model("resnet18", 3).eval()  # torchvision: flattens inside forward(), after its pooling layer
-    _unfreeze(resnet, 2)
+    unfreeze_top_blocks(resnet, 2)
     prefix, rest = split_frozen_prefix(resnet.features, 64)
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(rest(prefix(images)), resnet.features(images), atol=1e-5)
     torchvision_style = create_model("mobilenet_v2", 3)  # pools inside forward(): cannot be cut, so is not
-    _unfreeze(torchvision_style, 2)
+    unfreeze_top_blocks(torchvision_style, 2)
     prefix, rest = split_frozen_prefix(torchvision_style.features, 224)
     assert isinstance(prefix, torch.nn.Identity) and rest is torchvision_style.features
 
@@ -138,7 +141,7 @@ def _train(data, out: Path, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         options = {"image_size": 64, "epochs": 2, "fine_tune_epochs": 0, **options}
-        return cnnkit.train(data, "efficientnet_lite0", progress=False, out=out, **options)
+        return cnnkit.train(data, model="efficientnet_lite0", progress=False, out=out, **options)
 
 
 def test_rerun_reuses_the_cache_but_a_new_augmentation_never_does(shapes_dir: Path, tmp_path: Path) -> None:
@@ -149,13 +152,13 @@ def test_rerun_reuses_the_cache_but_a_new_augmentation_never_does(shapes_dir: Pa
     assert (first.metrics["feature_cache_hit"], again.metrics["feature_cache_hit"]) == (False, True)
     assert other.metrics["feature_cache_hit"] is False and fewer.metrics["feature_cache_hit"] is False
     assert first.history[0]["loss"] == pytest.approx(again.history[0]["loss"], rel=1e-5)
-    assert other.config["cache_views"] == 1 and first.config["cache_views"] == 2
+    assert other.facts.cache_views == 1 and first.facts.cache_views == 2
 
 
 def test_cached_and_uncached_head_stages_reach_similar_accuracy(shapes_dir: Path, tmp_path: Path) -> None:
     cached = _train(shapes_dir, tmp_path / "cached", augment="none", epochs=6)
     plain = _train(shapes_dir, tmp_path / "plain", augment="none", epochs=6, feature_cache=False, image_cache="off")
-    assert cached.config["feature_cache"] and not plain.config["feature_cache"]
+    assert cached.facts.feature_cache and not plain.facts.feature_cache
     assert cached.metrics["val_accuracy"] >= 0.8
     assert abs(cached.metrics["val_accuracy"] - plain.metrics["val_accuracy"]) <= 0.15
 
@@ -164,7 +167,7 @@ def test_fine_tuning_on_cached_activations_matches_fine_tuning_on_images(shapes_
     options = dict(augment="none", epochs=1, fine_tune_epochs=2, unfreeze="top:3", precision="fp32")
     cached = _train(shapes_dir, tmp_path / "cached", **options)
     plain = _train(shapes_dir, tmp_path / "plain", feature_cache=False, image_cache="off", **options)
-    assert cached.config["fine_tune_input"] == "cached activations"
+    assert cached.facts.fine_tune_input == "cached activations"
     assert [row["stage"] for row in cached.history] == ["head", "fine_tune", "fine_tune"]
     for fast, slow in zip(cached.history, plain.history, strict=True):
         assert fast["loss"] == pytest.approx(slow["loss"], rel=2e-3)
@@ -180,8 +183,8 @@ def test_fine_tuning_on_cached_activations_matches_fine_tuning_on_images(shapes_
 
 def test_imbalance_options_are_recorded_and_the_mlp_head_reloads(shapes_dir: Path, tmp_path: Path) -> None:
     run = _train(shapes_dir, tmp_path / "run", augment="none", class_weight="auto", sampler="balanced", head="mlp")
-    assert run.config["class_weight"] == "auto" and run.config["sampler"] == "balanced"
-    assert len(run.config["class_weights"]) == 3 and run.config["cache_views_per_class"] == [1, 1, 1]
+    assert run.config.class_weight == "auto" and run.config.sampler == "balanced"
+    assert len(run.facts.class_weights) == 3 and run.facts.cache_views_per_class == [1, 1, 1]
     reloaded = cnnkit.load_run(run.path).load_model()
     assert isinstance(reloaded.head[0], torch.nn.Linear) and reloaded.head[0].out_features == 128
     images = torch.rand(2, 3, 64, 64)
@@ -198,7 +201,7 @@ def test_a_cut_class_really_gets_more_cached_views(shapes_dir: Path, tmp_path: P
     before = set(private_cache.glob("features-*.npy"))
     run = _train(dataset, tmp_path / "run", augment="standard", cache_views=2, sampler="balanced", epochs=1)
     expected = [2 * round(counts.max() / count) for count in counts]
-    assert expected[2] >= 8 and run.config["cache_views_per_class"] == expected
+    assert expected[2] >= 8 and run.facts.cache_views_per_class == expected
     rows = {np.load(path, mmap_mode="r").shape[0] for path in set(private_cache.glob("features-*.npy")) - before}
     assert int(np.dot(counts, expected)) in rows  # the train cache holds every extra view
 

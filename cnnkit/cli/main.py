@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,8 @@ from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
 from cnnkit.cli.output import JsonOption, console, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
+from cnnkit.cli.train import train
+from cnnkit.config import Tta
 
 app = typer.Typer(
     help="Train, evaluate and use convnet image classifiers. Start with: cnnkit train digits --model lenet5",
@@ -19,118 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-class Augment(StrEnum):
-    auto = "auto"
-    standard = "standard"
-    light = "light"
-    none = "none"
-
-
-class Tta(StrEnum):
-    none = "none"
-    flip = "flip"
-
-
-@app.command()
-def train(
-    data: Annotated[str, typer.Argument(help="A folder of class sub-folders, or a built-in dataset name (digits).")],
-    model: Annotated[str, typer.Option(help="Model name; see 'cnnkit models'.")] = "plain_cnn",
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs of the first stage (head stage for pretrained models).")
-    ] = None,
-    fine_tune_epochs: Annotated[
-        int | None, typer.Option(help="Fine-tuning epochs (pretrained only; default 8 on cached activations, else 3).")
-    ] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size in pixels; default: the model's own.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per training batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate (Adam) of the first stage.")] = 1e-3,
-    fine_tune_lr_factor: Annotated[float, typer.Option(help="Fine-tuning learning rate as a fraction of --lr.")] = 0.3,
-    unfreeze: Annotated[
-        str, typer.Option(help="What fine-tuning trains: auto (top third of the base's blocks), all, or top:N blocks.")
-    ] = "auto",
-    head: Annotated[str, typer.Option(help="linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")] = (
-        "linear"
-    ),
-    class_weight: Annotated[str, typer.Option(help="none, or auto: weigh the loss by inverse class frequency.")] = (
-        "none"
-    ),
-    sampler: Annotated[str, typer.Option(help="shuffle, or balanced: oversample the small classes.")] = "shuffle",
-    feature_cache: Annotated[
-        bool,
-        typer.Option(
-            "--feature-cache/--no-feature-cache", help="Train the head on cached base features (pretrained models)."
-        ),
-    ] = True,
-    cache_views: Annotated[
-        int | None,
-        typer.Option(
-            help="Augmented views cached per training image (default 3; 1 without augmentation); "
-            "k times more for classes the class weights or balanced sampler emphasize k-fold.",
-        ),
-    ] = None,
-    image_cache: Annotated[str, typer.Option(help="Where decoded pixels live: ram, disk or off.")] = "ram",
-    augment: Annotated[
-        Augment, typer.Option(help="Augmentation preset; auto = standard for colour, light for grayscale.")
-    ] = Augment.auto,
-    pretrained: Annotated[
-        bool | None, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights.")
-    ] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout before the last dense layer.")] = None,
-    weight_decay: Annotated[float, typer.Option(help="L2 penalty through Adam's weight decay.")] = 0.0,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a better validation accuracy.")] = 5,
-    val_split: Annotated[float, typer.Option(help="Validation fraction when the data has no val folder.")] = 0.15,
-    test_split: Annotated[float, typer.Option(help="Test fraction for a flat folder.")] = 0.15,
-    seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
-    precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), bf16 or fp32.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="Run folder; default runs/<data>-<model>.")] = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Train a classifier and write a run folder (weights, history, curves, metrics)."""
-    from cnnkit.train import train as run_training
-
-    run = run_training(
-        data,
-        model,
-        epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        image_size=image_size,
-        batch_size=batch_size,
-        lr=lr,
-        fine_tune_lr_factor=fine_tune_lr_factor,
-        unfreeze=unfreeze,
-        head=head,
-        class_weight=class_weight,
-        sampler=sampler,
-        feature_cache=feature_cache,
-        cache_views=cache_views,
-        image_cache=image_cache,
-        augment=augment.value,
-        pretrained=pretrained,
-        dropout=dropout,
-        weight_decay=weight_decay,
-        patience=patience,
-        val_split=val_split,
-        test_split=test_split,
-        seed=seed,
-        precision=precision,
-        device=device,
-        out=out,
-        progress=not json_output,
-    )
-    if json_output:
-        print_json({"run": str(run.path), **run.metrics})
-        return
-    m = run.metrics
-    console.print(f"[bold green]done[/] in {m['total_seconds']:.0f} s: run saved to [bold]{run.path}[/]")
-    console.print(
-        f"best validation accuracy {m['val_accuracy']:.2%} (epoch {m['best_epoch']}, stage {m['best_stage']})"
-    )
-    if "test_accuracy" in m:
-        console.print(f"test accuracy {m['test_accuracy']:.2%} on {m['num_test']} images")
-    console.print(f"next: cnnkit evaluate {run.path}")
 
 
 @app.command()
@@ -259,6 +148,7 @@ def summary(
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
 
 
+app.command()(train)
 for command in (report, explain, visualize, export):
     app.command()(command)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from cnnkit.data.datasets import load_dataset
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.evaluate.calibration import (
     Calibration,
@@ -28,15 +27,14 @@ from cnnkit.evaluate.interpret import Interpretation, PredictionCase, interpret
 from cnnkit.evaluate.metrics import Evaluation, evaluate
 from cnnkit.evaluate.plots import plot_confused_pairs, plot_image_grid, plot_reliability_diagram, plot_roc_curves
 from cnnkit.fileio import write_json
-from cnnkit.train.run import Run, load_run
+from cnnkit.run import Run, load_run
 
 
 def run_dataset(run: Run, data: str | Path | DatasetSplits | None = None) -> DatasetSplits:
     """The dataset a run was trained on (or ``data``), split exactly as training split it."""
     if isinstance(data, DatasetSplits):
         return data
-    cfg = run.config
-    return load_dataset(data or cfg["data"], cfg["val_split"], cfg["test_split"], cfg["seed"])
+    return run.load_dataset(data)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from cnnkit.fileio import read_json, write_json
-from cnnkit.inference import CALIBRATION_FILE
+from cnnkit.run import CALIBRATION_FILE
 
 ECE_BINS = 15
 TEMPERATURE_BOUNDS = (0.05, 20.0)

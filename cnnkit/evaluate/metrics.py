@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from cnnkit.data.datasets import DecodedImages, decode_images, load_dataset
+from cnnkit.data.datasets import DecodedImages, decode_images
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.plots import plot_confusion_matrix
 from cnnkit.fileio import write_json
-from cnnkit.inference import Predictor
-from cnnkit.train.run import Run, load_run
+from cnnkit.predictor import Predictor
+from cnnkit.run import Run, load_run
 
 
 @dataclass
@@ -94,11 +94,7 @@ def evaluate(
     ``evaluation_<split>.json`` and ``confusion_matrix.png`` into the run folder.
     """
     run = run if isinstance(run, Run) else load_run(run)
-    cfg = run.config
-    if isinstance(data, DatasetSplits):
-        dataset = data
-    else:
-        dataset = load_dataset(data or cfg["data"], cfg["val_split"], cfg["test_split"], cfg["seed"])
+    dataset = data if isinstance(data, DatasetSplits) else run.load_dataset(data)
     if dataset.classes != run.classes:
         raise CnnkitError(
             f"classes of {dataset.root} ({', '.join(dataset.classes)}) differ from the run's ({', '.join(run.classes)})"

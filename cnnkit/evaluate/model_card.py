@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from cnnkit.inference import Predictor, stored_temperature
 from cnnkit.models.registry import get_model_info
-from cnnkit.train.run import Run
+from cnnkit.predictor import Predictor
+from cnnkit.run import Run
 
 WARMUP_PASSES = 3
 TIMED_PASSES = 20
@@ -68,19 +68,21 @@ def describe_machine(predictor: Predictor) -> str:
 
 def model_card(run: Run, device: str = "auto") -> ModelCard:
     """Describe a run's model and time it on this machine."""
-    cfg = run.config
+    cfg, facts = run.config, run.facts
+    training = dict(epochs=facts.epochs, fine_tune_epochs=facts.fine_tune_epochs, batch_size=cfg.batch_size)
+    training.update(lr=cfg.lr, augment=facts.augment, seed=cfg.seed)
     model = run.load_model()
-    predictor = Predictor.create(model, run.classes, device=device, temperature=stored_temperature(run.path))
+    predictor = Predictor.create(model, run.classes, device=device, temperature=run.temperature)
     return ModelCard(
-        architecture=cfg["model"],
-        description=get_model_info(cfg["model"]).description,
-        pretrained=bool(cfg.get("pretrained", False)),
+        architecture=cfg.model,
+        description=get_model_info(cfg.model).description,
+        pretrained=facts.pretrained,
         parameters=sum(p.numel() for p in model.parameters()),
         weights_bytes=(run.path / "model.safetensors").stat().st_size,
         input_size=run.preprocessing.input_size,
         channels=run.preprocessing.channels,
         preprocessing=run.preprocessing.to_dict(),
-        training={key: cfg.get(key) for key in ("epochs", "fine_tune_epochs", "batch_size", "lr", "augment", "seed")},
+        training=training,
         temperature=predictor.temperature,
         latency_ms=measure_latency(predictor),
         latency_device=describe_machine(predictor),

@@ -28,7 +28,7 @@ from cnnkit.evaluate.interpret import PredictionCase
 from cnnkit.evaluate.model_card import ModelCard, model_card
 from cnnkit.evaluate.plots import plot_curves
 from cnnkit.fileio import write_json, write_text
-from cnnkit.train.run import Run, load_run
+from cnnkit.run import Run, load_run
 
 THUMBNAIL_SIZE = 160
 CLEAR_MARGIN = 0.5
@@ -387,7 +387,7 @@ def render_report(
     """The whole page as one HTML string."""
     sections = [
         _headline_section(analysis),
-        _dataset_section(views, run.config.get("augment", "none")),
+        _dataset_section(views, run.facts.augment),
         _training_section(curves, landmarks),
         _metrics_section(analysis),
         _per_class_section(analysis, views.summary.counts["train"]),
@@ -427,7 +427,7 @@ def build_report(
     run = run if isinstance(run, Run) else load_run(run)
     dataset = run_dataset(run, data)
     analysis = analyze(run, data=dataset, split=split, save=True)
-    views = save_dataset_views(dataset, run.preprocessing, run.config.get("augment", "none"), run.path)
+    views = save_dataset_views(dataset, run.preprocessing, run.facts.augment, run.path)
     history = run.history if (run.path / "history.csv").is_file() else []
     landmarks = find_landmarks(history)
     curves = run.path / "curves.png" if history else None

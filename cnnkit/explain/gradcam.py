@@ -155,7 +155,7 @@ def explain_image(
     """Explain one decoded uint8 image (C, H, W) of any size, cropped and resized as the model expects.
 
     ``prepared=True`` says the image already is the model's input crop (what
-    :meth:`cnnkit.inference.Predictor.load_images` returns), so it is not cropped again.
+    :meth:`cnnkit.predictor.Predictor.load_images` returns), so it is not cropped again.
     ``temperature`` divides the logits before softmax, as a calibrated run's predictions do.
     """
     crop_pct = 1.0 if prepared else model.preprocessing.crop_pct

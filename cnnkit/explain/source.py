@@ -8,8 +8,8 @@ import torch
 
 from cnnkit.data.transforms import center_crop_resize, eval_transform
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import Subject, open_subject, read_image
 from cnnkit.models.classifier import Classifier
+from cnnkit.predictor import Subject, open_subject, read_image
 
 __all__ = ["Subject", "class_index", "model_input", "open_subject", "read_image"]
 

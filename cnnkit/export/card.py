@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.fileio import write_json
-from cnnkit.train.run import Run
+from cnnkit.run import Run
 
 METADATA_PREFIX = "cnnkit."
 
@@ -25,7 +25,7 @@ class ModelMetadata:
         if self.description:
             return self
         shown = ", ".join(run.classes[:5]) + (", ..." if len(run.classes) > 5 else "")
-        text = f"{run.config['model']} image classifier for {len(run.classes)} classes ({shown}), trained with cnnkit"
+        text = f"{run.config.model} image classifier for {len(run.classes)} classes ({shown}), trained with cnnkit"
         return ModelMetadata(self.author, self.license, text)
 
     def to_dict(self) -> dict[str, str | None]:

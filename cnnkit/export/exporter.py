@@ -40,9 +40,8 @@ from cnnkit.export.verify import (
     load_check_images,
     parity_checks,
 )
-from cnnkit.inference import stored_temperature
 from cnnkit.models.classifier import Classifier
-from cnnkit.train.run import Run, load_run
+from cnnkit.run import Run, load_run
 
 FORMATS = ("onnx", "coreml", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".torchscript.pt"}
@@ -119,7 +118,7 @@ def export(
     check_options(format, int8, raw_input, check_images)
     loaded = run if isinstance(run, Run) else load_run(run)
     path = output_path(loaded, format, out, int8, raw_input)
-    temperature = stored_temperature(loaded.path)
+    temperature = loaded.temperature
     model = loaded.load_model()
     job = ExportJob(
         run=loaded,
@@ -148,7 +147,7 @@ def make_card(job: ExportJob, export_format: str, shipped: Shipped) -> dict[str,
         "raw_input": job.raw_input,
         "file_size_bytes": file_size(job.path),
         "run": str(run.path),
-        "model": run.config["model"],
+        "model": run.config.model,
         "classes": run.classes,
         "input_size": run.preprocessing.input_size,
         **shipped.interface,

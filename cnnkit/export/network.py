@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from cnnkit.data.transforms import eval_transform
-from cnnkit.errors import CnnkitError
-from cnnkit.inference import TTA_MODES, load_images
 from cnnkit.models.config import Preprocessing
+from cnnkit.predictor import check_tta, load_images
 from cnnkit.runtime import inference_batch_size
 
 INPUT_KINDS = ("normalized", "raw", "unit")
@@ -73,7 +72,7 @@ def example_input(preprocessing: Preprocessing, input_kind: str, batch: int = 2)
 
 @dataclass
 class ExportedPredictor(ABC):
-    """Runs an exported model on prepared uint8 images, like :class:`cnnkit.inference.Predictor` does for PyTorch."""
+    """Runs an exported model on prepared uint8 images, like :class:`cnnkit.predictor.Predictor` does for PyTorch."""
 
     classes: list[str]
     preprocessing: Preprocessing
@@ -85,8 +84,7 @@ class ExportedPredictor(ABC):
 
     def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
         """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
-        if tta not in TTA_MODES:
-            raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+        check_tta(tta)
         batch_size = batch_size or inference_batch_size(torch.device("cpu"))  # exported engines run on the CPU here
         outputs = []
         for start in range(0, len(images), batch_size):

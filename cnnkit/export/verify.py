@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnkit.data.datasets import decode_images, load_dataset
+from cnnkit.data.datasets import decode_images
 from cnnkit.data.folders import DatasetSplits, ImageList
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import Predictor
 from cnnkit.models.classifier import Classifier
-from cnnkit.train.run import Run
+from cnnkit.predictor import Predictor
+from cnnkit.run import Run
 
 MAX_CHECK_IMAGES = 500
 FP32_TOLERANCE = 1e-4
@@ -51,9 +51,8 @@ def evenly_spaced(split: ImageList, limit: int) -> ImageList:
 
 def run_dataset(run: Run) -> DatasetSplits:
     """The data the run was trained on, split exactly as in training."""
-    config = run.config
     try:
-        return load_dataset(config["data"], config["val_split"], config["test_split"], config["seed"])
+        return run.load_dataset()
     except CnnkitError as exc:
         raise CnnkitError(f"export checks need the run's validation images, but {exc}") from exc
 
@@ -63,7 +62,7 @@ def load_check_images(run: Run, model: Classifier, temperature: float, limit: in
     split = run_dataset(run).val
     decoded = decode_images(evenly_spaced(split, limit), run.preprocessing)
     if len(decoded.labels) == 0:
-        raise CnnkitError(f"no readable validation images in {run.config['data']} to check the export against")
+        raise CnnkitError(f"no readable validation images in {run.config.data} to check the export against")
     predictor = Predictor.create(model, run.classes, device="cpu", precision="fp32", temperature=temperature)
     reference = predictor.probabilities(decoded.images)
     return CheckImages(decoded.images, decoded.labels, reference, len(split))

@@ -1,33 +1,42 @@
-"""Models: the registry, the Classifier shape, building blocks, the MAC counter and the Keras-style summary."""
+"""Models: the registry, the Classifier shape, building blocks, the MAC counter and the Keras-style summary.
 
-from cnnkit.models.blocks import FireModule, InceptionModule, LocalResponseNorm, ResidualUnit, SEBlock, SeparableConv2d
-from cnnkit.models.classifier import Classifier, GlobalAvgPool2d, linear_head, mlp_head, set_batchnorm_eval
-from cnnkit.models.config import ModelInfo, Preprocessing
-from cnnkit.models.flops import count_macs
-from cnnkit.models.imagenet import imagenet_classes
-from cnnkit.models.registry import create_model, get_model_info, list_models, register_model
-from cnnkit.models.summary import Summary, summarize
+Names are imported lazily, so that reading a model's preprocessing (``cnnkit.models.config``) does not
+load torch.
+"""
 
-__all__ = [
-    "Classifier",
-    "FireModule",
-    "GlobalAvgPool2d",
-    "InceptionModule",
-    "LocalResponseNorm",
-    "ModelInfo",
-    "Preprocessing",
-    "ResidualUnit",
-    "SEBlock",
-    "SeparableConv2d",
-    "Summary",
-    "count_macs",
-    "create_model",
-    "get_model_info",
-    "imagenet_classes",
-    "linear_head",
-    "list_models",
-    "mlp_head",
-    "register_model",
-    "set_batchnorm_eval",
-    "summarize",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Classifier": "cnnkit.models.classifier",
+    "FireModule": "cnnkit.models.blocks",
+    "GlobalAvgPool2d": "cnnkit.models.classifier",
+    "InceptionModule": "cnnkit.models.blocks",
+    "LocalResponseNorm": "cnnkit.models.blocks",
+    "ModelInfo": "cnnkit.models.config",
+    "Preprocessing": "cnnkit.models.config",
+    "ResidualUnit": "cnnkit.models.blocks",
+    "SEBlock": "cnnkit.models.blocks",
+    "SeparableConv2d": "cnnkit.models.blocks",
+    "Summary": "cnnkit.models.summary",
+    "count_macs": "cnnkit.models.flops",
+    "create_model": "cnnkit.models.registry",
+    "get_model_info": "cnnkit.models.registry",
+    "imagenet_classes": "cnnkit.models.imagenet",
+    "linear_head": "cnnkit.models.classifier",
+    "list_models": "cnnkit.models.registry",
+    "mlp_head": "cnnkit.models.classifier",
+    "register_model": "cnnkit.models.registry",
+    "set_batchnorm_eval": "cnnkit.models.classifier",
+    "summarize": "cnnkit.models.summary",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cnnkit.models' has no attribute {name!r}")

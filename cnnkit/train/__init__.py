@@ -1,12 +1,21 @@
-"""Training: the Lightning module, callbacks, the run folder and the ``train`` entry point.
+"""Training: the Lightning module, callbacks, the plan of stages and the ``train`` entry point.
 
-The package itself is callable: ``cnnkit.train(...)`` is :func:`cnnkit.train.trainer.train`.
+The package itself is callable: ``cnnkit.train(...)`` is :func:`cnnkit.train.trainer.train`. It
+loads torch and Lightning only when called, so :mod:`cnnkit.train.opening` can claim a run folder
+first.
 """
 
-from cnnkit._callable import make_package_callable
-from cnnkit.train.run import Run, load_run
-from cnnkit.train.trainer import train
+import importlib
+from typing import Any
 
-__all__ = ["Run", "load_run", "train"]
+from cnnkit._callable import make_package_callable
+
+
+def train(*args: Any, **kwargs: Any) -> Any:
+    return importlib.import_module("cnnkit.train.trainer").train(*args, **kwargs)
+
+
+train.__doc__ = "Train a classifier; see :func:`cnnkit.train.trainer.train`."
+__all__ = ["train"]
 
 make_package_callable(__name__, train)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cnnkit.cache import cache_key
+from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path
 from cnnkit.runtime import autocast
 
@@ -98,6 +99,7 @@ def extract_features(
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
         for start in starts:
+            crash_point("extract")
             batch = torch.stack([transform(images[i]) for i in image_of_row[start : start + batch_size]])
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):

@@ -1,0 +1,76 @@
+"""``cnnkit train``: its options are built from :class:`cnnkit.config.TrainConfig`, one per field.
+
+Every option defaults to "not given" so that a ``--config`` file's values stand unless a flag
+overrides them; the help shows each field's real default. The folder is claimed before torch is
+imported, so a second training into the same ``--out`` stops within a second.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cnnkit.cli.output import JsonOption, console, print_json
+from cnnkit.config import base_type, flag, option_specs
+
+
+def _option(name: str, annotation: Any, default: Any, help: str) -> inspect.Parameter:
+    kind, _ = base_type(annotation)
+    shown = default.value if hasattr(default, "value") else default
+    text = f"{help} [default: {'per model' if shown is None else shown}]"
+    declarations = [f"{flag(name)}/--no-{flag(name)[2:]}"] if kind is bool else [flag(name)]
+    info = typer.Option(*declarations, help=text, show_default=False)
+    annotation = Annotated[kind | None, info]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def _parameters() -> list[inspect.Parameter]:
+    specs = option_specs()
+    data_help = next(help for name, _, _, help in specs if name == "data")
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter(
+            "data", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+            annotation=Annotated[str | None, typer.Argument(help=data_help, show_default=False)],
+        ),
+        inspect.Parameter("config", keyword, default=None, annotation=Annotated[Path | None, typer.Option(
+            "--config", help="A YAML file of these options (a run's config.yaml repeats that run); flags override it.",
+        )]),
+        inspect.Parameter("resume", keyword, default=None, annotation=Annotated[Path | None, typer.Option(
+            "--resume", help="Continue the run in this folder where it stopped; with --epochs N, train it longer.",
+        )]),
+        inspect.Parameter("json_output", keyword, default=False, annotation=JsonOption),
+        *(_option(name, annotation, default, help) for name, annotation, default, help in specs if name != "data"),
+    ]  # fmt: skip
+
+
+def train(**options: Any) -> None:
+    """Train a classifier and write a run folder (weights, history, curves, metrics, a resumable checkpoint)."""
+    from cnnkit.train.opening import open_run
+
+    data, config, resume = options.pop("data"), options.pop("config"), options.pop("resume")
+    json_output = options.pop("json_output")
+    given = {name: value for name, value in options.items() if value is not None}
+    opened = open_run(data, config, resume, given)  # claims the folder before torch loads
+
+    from cnnkit.train.trainer import train_opened
+
+    run = train_opened(opened, progress=not json_output)
+    if json_output:
+        print_json({"run": str(run.path), **run.metrics})
+        return
+    m = run.metrics
+    console.print(f"[bold green]done[/] in {m['total_seconds']:.0f} s: run saved to [bold]{run.path}[/]")
+    console.print(
+        f"best validation accuracy {m['val_accuracy']:.2%} (epoch {m['best_epoch']}, stage {m['best_stage']})"
+    )
+    if "test_accuracy" in m:
+        console.print(f"test accuracy {m['test_accuracy']:.2%} on {m['num_test']} images")
+    console.print(f"next: cnnkit evaluate {run.path}")
+
+
+train.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}  # type: ignore

@@ -1,0 +1,159 @@
+"""Everything a run's stages need, resolved from its configuration: data, network, device and the recorded facts.
+
+The order of the steps is fixed (it decides the random number stream): scan the data, seed, build
+the network, record the configuration, decode the images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
+from cnnkit.crashpoints import crash_point
+from cnnkit.data.datasets import DecodedImages, decode_images, load_dataset, warn_skipped
+from cnnkit.data.folders import DatasetSplits
+from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
+from cnnkit.errors import CnnkitError
+from cnnkit.fileio import write_json
+from cnnkit.models.classifier import Classifier, feature_blocks
+from cnnkit.models.registry import create_model, get_model_info
+from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
+from cnnkit.runtime import pick_device, resolve_precision
+from cnnkit.train.loaders import class_weights, views_per_class
+
+DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
+DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
+DEFAULT_CACHE_VIEWS = 3
+
+
+@dataclass
+class Prepared:
+    """A run ready to train: its settings, facts, data, network and where it runs."""
+
+    config: TrainConfig
+    facts: RunFacts
+    run_dir: Path
+    dataset: DatasetSplits
+    network: Classifier
+    train_images: DecodedImages
+    val_images: DecodedImages
+    device: torch.device
+    transforms: tuple[Any, Any]  # (training, evaluation)
+    class_weights: torch.Tensor | None
+    class_views: torch.Tensor  # cached views per training image of each class
+    unfreeze_top: int | None
+    decode_seconds: float = 0.0
+
+    def record(self, **changes: Any) -> None:
+        """Add facts as they become known and rewrite ``config.yaml``."""
+        self.facts = self.facts.updated(**changes)
+        write_config(self.run_dir, self.config, self.facts)
+
+
+def stage_epochs(config: TrainConfig, pretrained: bool) -> tuple[int, int]:
+    """(first stage, fine-tuning) epochs: the configured ones, else the defaults for the recipe."""
+    cached_head = pretrained and config.feature_cache
+    epochs = config.epochs
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS["pretrained_cached" if cached_head else "pretrained" if pretrained else "scratch"]
+    fine_tune = config.fine_tune_epochs
+    if fine_tune is None:
+        fine_tune = DEFAULT_FINE_TUNE_EPOCHS["cached" if cached_head and config.unfreeze != "all" else "images"]
+    return epochs, fine_tune if pretrained else 0
+
+
+def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classifier, pretrained: bool) -> RunFacts:
+    augment = resolve_augment(config.augment.value, network.preprocessing)
+    unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
+    epochs, fine_tune_epochs = stage_epochs(config, pretrained)
+    device = pick_device(config.device)
+    return RunFacts(
+        preprocessing=network.preprocessing, classes=dataset.classes, data_fingerprint=data_fingerprint(dataset),
+        pretrained=pretrained, augment=augment, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+        unfreeze="all" if unfreeze_top is None else f"top:{unfreeze_top}",
+        fine_tune_lr=config.lr * config.fine_tune_lr_factor, precision=resolve_precision(config.precision, device),
+        device=str(device), dataset_layout=dataset.layout, dataset_notes=dataset.notes,
+        model_kwargs={} if config.dropout is None else {"dropout": config.dropout},
+        weights="imagenet" if pretrained else "random initialisation", frozen_batchnorm=pretrained,
+        feature_cache=pretrained and config.feature_cache,
+    )  # fmt: skip
+
+
+def _check_same_data(stored: RunFacts | None, facts: RunFacts, run_dir: Path) -> None:
+    if stored is not None and stored.data_fingerprint != facts.data_fingerprint:
+        raise CnnkitError(
+            f"cannot resume {run_dir}: its data changed since training began (files or classes differ); "
+            f"start a new run with 'cnnkit train --config {run_dir / 'config.yaml'} --out NEW_FOLDER'"
+        )
+
+
+def prepare(
+    config: TrainConfig, run_dir: Path, stored: RunFacts | None = None, dataset: DatasetSplits | None = None
+) -> Prepared:
+    """Scan (unless ``dataset`` is given), seed, build, record and decode; ``stored``: facts of a resumed run."""
+    info = get_model_info(config.model)
+    pretrained = info.pretrained == "offline" if config.pretrained is None else config.pretrained
+    if dataset is None:
+        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
+    L.seed_everything(config.seed, verbose=False)
+    kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
+    network = create_model(
+        config.model, len(dataset.classes), pretrained=pretrained, image_size=config.image_size,
+        head=config.head.value, **kwargs,
+    )  # fmt: skip
+    facts = _initial_facts(config, dataset, network, pretrained)
+    _check_same_data(stored, facts, run_dir)
+    write_config(run_dir, config, facts)
+    write_json(run_dir / CLASSES, dataset.classes)
+    decode_started = time.perf_counter()
+    train_images, val_images = _decode(dataset, facts, config)
+    unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
+    prepared = Prepared(
+        config, facts, run_dir, dataset, network, train_images, val_images, pick_device(config.device),
+        _transforms(facts), None, torch.empty(0), unfreeze_top, round(time.perf_counter() - decode_started, 2),
+    )  # fmt: skip
+    _resolve_imbalance(prepared)
+    return prepared
+
+
+def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> tuple[DecodedImages, DecodedImages]:
+    augmenting = facts.augment != Augment.none
+    cache = config.image_cache.value
+    train_images = decode_images(dataset.train, facts.preprocessing, for_training=augmenting, warn=False, cache=cache)
+    crash_point("decoded")
+    val_images = decode_images(dataset.val, facts.preprocessing, warn=False, cache=cache)
+    warn_skipped(train_images.skipped + val_images.skipped)
+    for split, decoded in (("train", train_images), ("val", val_images)):
+        if len(decoded.labels) == 0:
+            raise CnnkitError(f"no readable images in the {split} split of {dataset.name}")
+    return train_images, val_images
+
+
+def _transforms(facts: RunFacts) -> tuple[Any, Any]:
+    val_tf = eval_transform(facts.preprocessing)
+    return (train_transform(facts.preprocessing, facts.augment) if facts.augment != "none" else val_tf), val_tf
+
+
+def _resolve_imbalance(prepared: Prepared) -> None:
+    """Class weights and per-class cached views, recorded with the decoded split sizes."""
+    config, labels = prepared.config, prepared.train_images.labels
+    num_classes = len(prepared.dataset.classes)
+    weights = class_weights(labels, num_classes) if config.class_weight == ClassWeight.auto else None
+    rebalanced = config.sampler == Sampler.balanced or weights is not None
+    views = config.cache_views or (DEFAULT_CACHE_VIEWS if prepared.facts.augment != "none" else 1)
+    prepared.class_weights = weights
+    prepared.class_views = views_per_class(labels, num_classes, views, rebalanced)
+    cached = prepared.facts.feature_cache
+    prepared.record(
+        class_weights=None if weights is None else [round(w, 6) for w in weights.tolist()],
+        cache_views=views if cached else None,
+        cache_views_per_class=prepared.class_views.tolist() if cached and rebalanced else None,
+        num_images={"train": len(labels), "val": len(prepared.val_images.labels)},
+        skipped_files=prepared.train_images.skipped + prepared.val_images.skipped,
+    )
