@@ -77,7 +77,7 @@ class TrainConfig:
     model: str = _option("plain_cnn", "Model name; see 'cnnkit models'.")
     epochs: int | None = _option(
         None, "Epochs of the first stage (the head stage for pretrained models); default 20, 25 on cached features.",
-        low=0,
+        low=1,
     )  # fmt: skip
     fine_tune_epochs: int | None = _option(
         None, "Fine-tuning epochs of pretrained models (default 8 on cached activations, else 3; 0 skips).", low=0

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.errors import CnnkitError
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnkitError(f"--device {requested}: no CUDA GPU is visible to PyTorch here; use --device auto or cpu")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CnnkitError("--device mps: Apple's Metal GPU is not available here; use --device auto or cpu")
     if requested != "auto":
         return torch.device(requested)
     if torch.cuda.is_available():

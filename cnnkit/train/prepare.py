@@ -77,7 +77,8 @@ def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classif
         preprocessing=network.preprocessing, classes=dataset.classes, data_fingerprint=data_fingerprint(dataset),
         pretrained=pretrained, augment=augment, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         unfreeze="all" if unfreeze_top is None else f"top:{unfreeze_top}",
-        fine_tune_lr=config.lr * config.fine_tune_lr_factor, precision=resolve_precision(config.precision, device),
+        fine_tune_lr=config.lr * config.fine_tune_lr_factor,
+        precision=resolve_precision(config.precision.value, device),
         device=str(device), dataset_layout=dataset.layout, dataset_notes=dataset.notes,
         model_kwargs={} if config.dropout is None else {"dropout": config.dropout},
         weights="imagenet" if pretrained else "random initialisation", frozen_batchnorm=pretrained,
@@ -109,8 +110,8 @@ def prepare(
     )  # fmt: skip
     facts = _initial_facts(config, dataset, network, pretrained)
     _check_same_data(stored, facts, run_dir)
-    write_config(run_dir, config, facts)
     write_json(run_dir / CLASSES, dataset.classes)
+    write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
     decode_started = time.perf_counter()
     train_images, val_images = _decode(dataset, facts, config)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))

@@ -73,7 +73,8 @@ def train_opened(opened: OpenedRun, progress: bool = True) -> Run:
         for index, stage in enumerate(stages):
             _run_stage(index, stage, prep, run_progress, opened, progress)
             seconds[stage.name], started = round(time.perf_counter() - started, 2), time.perf_counter()
-        return _finish(prep, run_progress, seconds)
+        timings = {"stage_seconds": seconds, **({} if cache is None else {"feature_cache_hit": cache.hit})}
+        return _finish(prep, run_progress, timings)
     except BaseException:
         opened.abandon()
         raise
@@ -108,7 +109,7 @@ def _run_stage(index: int, stage: Stage, prep: Prepared, progress: RunProgress, 
     )  # fmt: skip
 
 
-def _finish(prep: Prepared, progress: RunProgress, stage_seconds: dict[str, float]) -> Run:
+def _finish(prep: Prepared, progress: RunProgress, timings: dict[str, Any]) -> Run:
     """Keep the best weights, draw the curves, score the test split and write ``metrics.json``."""
     from cnnkit.evaluate.metrics import score
     from cnnkit.evaluate.plots import plot_curves
@@ -123,7 +124,7 @@ def _finish(prep: Prepared, progress: RunProgress, stage_seconds: dict[str, floa
     metrics: dict[str, Any] = {
         "best_epoch": best.get("epoch"), "best_stage": best.get("stage"), "val_accuracy": best.get("val_accuracy"),
         "val_loss": best.get("val_loss"), "num_train": len(prep.train_images.labels),
-        "num_val": len(prep.val_images.labels), "decode_seconds": prep.decode_seconds, "stage_seconds": stage_seconds,
+        "num_val": len(prep.val_images.labels), "decode_seconds": prep.decode_seconds, **timings,
     }  # fmt: skip
     crash_point("finish")
     if dataset.test is not None:
