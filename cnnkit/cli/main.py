@@ -12,6 +12,7 @@ from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
 from cnnkit.cli.output import JsonOption, console, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
+from cnnkit.cli.serve import serve
 
 app = typer.Typer(
     help="Train, evaluate and use convnet image classifiers. Start with: cnnkit train digits --model lenet5",
@@ -259,7 +260,7 @@ def summary(
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
 
 
-for command in (report, explain, visualize, export):
+for command in (report, explain, visualize, export, serve):
     app.command()(command)
 
 
