@@ -42,10 +42,6 @@ class NamedImage:
     data: bytes
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 class Service:
     """One model behind the routes: its batcher, readiness and the steps from request bytes to answers."""
 
@@ -78,11 +74,17 @@ class Service:
         self.ready = True
 
     async def request_images(self, request: Request) -> list[NamedImage]:
-        """The images of a request: every file part of a multipart form, or the whole body as one image."""
+        """The images of a request: every file part of a multipart form, or the whole body as one image.
+
+        Parsing runs on a worker thread: a 10 MB form would otherwise hold up the event loop.
+        """
         body = await read_body(request, self.limits.max_body_bytes)
-        kind = media_type(request)
+        return await asyncio.to_thread(self.body_images, body, request.headers.get("content-type", ""))
+
+    def body_images(self, body: bytes, content_type: str) -> list[NamedImage]:
+        kind = content_type.split(";")[0].strip().lower()
         if kind == "multipart/form-data":
-            parts = [part for part in multipart_parts(body, request.headers["content-type"]) if part.is_image]
+            parts = [part for part in multipart_parts(body, content_type) if part.is_image]
             if not parts:
                 raise malformed(f"the form has no image; send it as a file field named 'file' ({CURL_HINT})")
             images = [NamedImage(part.filename or part.name, part.data) for part in parts]

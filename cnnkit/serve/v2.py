@@ -9,6 +9,7 @@ asks for it (``binary_data_output``, or ``binary_data`` on a requested output).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from cnnkit.serve.batcher import Answer
-from cnnkit.serve.limits import ServeError, malformed, read_body, too_large
+from cnnkit.serve.limits import Limits, ServeError, malformed, read_body, too_large
 from cnnkit.serve.service import NamedImage, Service
 
 INPUT_NAME = "image"
@@ -139,13 +140,18 @@ def requested_outputs(document: dict[str, Any]) -> tuple[list[str], set[str]]:
 
 
 async def read_infer_request(request: Request, service: Service) -> InferRequest:
+    """Read the body, then parse it (JSON, base64) on a worker thread, away from the event loop."""
     body = await read_body(request, service.limits.max_body_bytes)
-    header, binary = split_binary(body, request.headers.get(HEADER_LENGTH))
+    return await asyncio.to_thread(parse_infer_request, body, request.headers.get(HEADER_LENGTH), service.limits)
+
+
+def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
+    header, binary = split_binary(body, header_length)
     document = parse_document(header)
     tensor = image_tensor(document)
     count = math.prod(tensor["shape"])
-    if count > service.limits.max_images:
-        raise too_large(f"{count} images in one request; the limit is {service.limits.max_images}")
+    if count > limits.max_images:
+        raise too_large(f"{count} images in one request; the limit is {limits.max_images}")
     elements = tensor_elements(tensor, binary)
     if len(elements) != count or count == 0:
         raise malformed(f"{INPUT_NAME!r} has shape {tensor['shape']} but {len(elements)} element(s)")

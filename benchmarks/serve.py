@@ -1,0 +1,227 @@
+"""``cnnkit serve`` under load: EfficientNet-Lite0 (hymenoptera head) on ONNX Runtime, micro-batching on and off.
+
+Two servers run side by side as subprocesses on 127.0.0.1, one with ``--max-batch 32`` and one
+with ``--max-batch 1`` (micro-batching off), both from the same exported file. At concurrency 1, 8
+and 32 an ``httpx`` async client sends a fixed number of requests, one hymenoptera validation
+photo each, in rounds that alternate between the two servers so that a busy machine slows both
+alike. The baseline is ONNX Runtime called directly in this process on batches of the sizes the
+batching server formed (read from its answers), with decoding done beforehand. Server peak RSS
+is the process's VmHWM.
+
+Usage: python -m benchmarks.serve [--run RUN] [--requests 240] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+
+import cnnkit
+from benchmarks._common import DATASETS, report
+from cnnkit.serve.model import load_served_model, resolve_source
+
+CONCURRENCY = (1, 8, 32)
+MODES = {"batching": 32, "no batching": 1}
+STARTUP_TIMEOUT_S = 300
+
+
+@dataclass
+class Load:
+    """What one (mode, concurrency) saw: each request's latency, errors, batch sizes and the time it all took."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies) + self.errors
+
+    def percentile(self, q: int) -> float:
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] * 1000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(run: Path, max_batch: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``cnnkit serve RUN`` in a subprocess, ready to answer; stopped (SIGINT, then SIGKILL) afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "cnnkit.cli.main", "serve", str(run), "--port", str(port)]
+    command += ["--max-batch", str(max_batch)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"'{' '.join(command)}' did not become ready")
+            time.sleep(0.5)
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def peak_rss_mb(process: subprocess.Popen) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+async def send(url: str, photos: list[tuple[str, bytes]], count: int, concurrency: int, load: Load) -> None:
+    """``count`` requests, ``concurrency`` at a time, each one photo; adds what they saw to ``load``."""
+    next_index = iter(range(count))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            for i in next_index:
+                name, data = photos[i % len(photos)]
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/predict?top_k=1", files={"file": (name, data, "image/jpeg")})
+                except httpx.HTTPError:
+                    load.errors += 1
+                    continue
+                if response.status_code != 200:
+                    load.errors += 1
+                    continue
+                load.latencies.append(time.perf_counter() - started)
+                load.batch_sizes.append(response.json()["results"][0]["batch_size"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        load.seconds += time.perf_counter() - started
+
+
+def direct_images_per_s(run_batch, images: torch.Tensor, batch_sizes: list[int]) -> float:
+    """ONNX Runtime called directly on batches of the sizes the server formed (each answer names its batch's size)."""
+    per_size = collections.Counter(batch_sizes)
+    batches = [size for size, answers in sorted(per_size.items()) for _ in range(max(1, round(answers / size)))]
+    run_batch(images[: batches[0]])  # warm-up
+    started, offset = time.perf_counter(), 0
+    for size in batches:
+        chosen = torch.stack([images[(offset + i) % len(images)] for i in range(size)])
+        run_batch(chosen)
+        offset += size
+    return sum(batches) / (time.perf_counter() - started)
+
+
+def hymenoptera_run(folder: Path) -> Path:
+    run = cnnkit.train(
+        DATASETS / "hymenoptera", "efficientnet_lite0", epochs=3, fine_tune_epochs=0, progress=False, out=folder
+    )
+    return run.path
+
+
+def measure(run: Path, photos: list[tuple[str, bytes]], requests: int, rounds: int) -> tuple[dict, dict]:
+    """Every (mode, concurrency), in alternating rounds; returns the loads and each server's peak RSS."""
+    loads = {(mode, c): Load() for mode in MODES for c in CONCURRENCY}
+    with contextlib.ExitStack() as stack:
+        servers = {mode: stack.enter_context(server(run, max_batch)) for mode, max_batch in MODES.items()}
+        for url, _ in servers.values():  # warm-up: first connections, first decodes
+            asyncio.run(send(url, photos, 32, 8, Load()))
+        for concurrency in CONCURRENCY:
+            for _ in range(rounds):
+                for mode, (url, _) in servers.items():
+                    asyncio.run(send(url, photos, requests // rounds, concurrency, loads[mode, concurrency]))
+        rss = {mode: peak_rss_mb(process) for mode, (_, process) in servers.items()}
+    return loads, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="a trained Lite0 run folder; default: train one (3 head epochs)")
+    parser.add_argument("--requests", type=int, default=240, help="requests per mode and concurrency")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations between the two servers")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run or hymenoptera_run(Path(tmp) / "hymenoptera-lite0")
+        started = time.perf_counter()
+        source = resolve_source(run, "onnx")  # what 'cnnkit serve RUN' does first: export when missing
+        export_seconds = time.perf_counter() - started
+        paths = sorted((DATASETS / "hymenoptera" / "val").glob("*/*.jpg"))
+        photos = [(path.name, path.read_bytes()) for path in paths]
+        loads, rss = measure(run, photos, args.requests, args.rounds)
+        model = load_served_model(source)
+        images = torch.stack([model.prepare(model.decode(data)) for _, data in photos])
+        rows = [row(mode, c, loads[mode, c], rss[mode], model.run_batch, images) for mode in MODES for c in CONCURRENCY]
+    return 0 if report("serve", title(export_seconds, len(photos)), rows, targets(rows)) else 1
+
+
+def row(mode: str, concurrency: int, load: Load, rss_mb: float, run_batch, images: torch.Tensor) -> dict:
+    served = len(load.latencies) / load.seconds
+    direct = direct_images_per_s(run_batch, images, load.batch_sizes)
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "requests": load.requests,
+        "errors": load.errors,
+        "p50_ms": round(load.percentile(50), 1),
+        "p99_ms": round(load.percentile(99), 1),
+        "req_per_s": round(served, 1),
+        "mean_batch": round(statistics.fmean(load.batch_sizes), 2),
+        "direct_ort_img_per_s": round(direct, 1),
+        "vs_direct": round(served / direct, 2),
+        "server_peak_rss_mb": round(rss_mb),
+    }
+
+
+def title(export_seconds: float, photos: int) -> str:
+    cores = os.cpu_count()
+    return (
+        f"cnnkit serve, EfficientNet-Lite0 224 px on ONNX Runtime fp32, {photos} hymenoptera photos, loopback, "
+        f"{cores} cores shared with the load client (export on first serve: {export_seconds:.0f} s)"
+    )
+
+
+def targets(rows: list[dict]) -> dict[str, bool]:
+    at = {(r["mode"], r["concurrency"]): r for r in rows}
+    batched, unbatched = at["batching", 32], at["no batching", 32]
+    alone, alone_unbatched = at["batching", 1], at["no batching", 1]
+    return {
+        "0 errors": all(r["errors"] == 0 for r in rows),
+        "concurrency 32: batching >= 2x the requests/s of no batching": batched["req_per_s"]
+        >= 2 * unbatched["req_per_s"],
+        "concurrency 32: batching >= 70% of direct ONNX Runtime images/s": batched["vs_direct"] >= 0.70,
+        "concurrency 1: batching adds <= 10% to p50": alone["p50_ms"] <= 1.10 * alone_unbatched["p50_ms"],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
