@@ -76,9 +76,10 @@ def serve(
             timeout_s=timeout,
         ),
     )
-    served = source.onnx or source.run
+    runtime = "ONNX Runtime" if source.engine == "onnx" else "PyTorch"
     console.print(
-        f"serving [bold]{served}[/] on {engine.value}: http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
+        f"serving [bold]{target}[/] on {runtime}: http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
         highlight=False,
+        soft_wrap=True,
     )
     run_service(source, options, host=host, port=port, workers=workers)
