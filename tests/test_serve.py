@@ -407,6 +407,12 @@ WRONG_V2_DOCUMENTS: list[Any] = [
     {"inputs": [{"name": "image", "datatype": "BYTES", "shape": "1", "data": ["aGk="]}]},
     [1, 2],
 ]
+HI = {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}  # base64 of b"hi": not an image
+ODD_V2_PARAMETERS: list[Any] = [
+    {"inputs": [{**HI, "parameters": "binary"}]},
+    {"inputs": [{**HI, "data": [["aGk="]], "parameters": [1]}], "parameters": 7},
+    {"inputs": [HI], "outputs": [{"name": "label", "parameters": "yes"}], "parameters": {"binary_data_output": 1}},
+]
 
 
 def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "cnnkit-test-boundary") -> bytes:
@@ -507,6 +513,7 @@ def v2_requests(model: str, photo: bytes) -> Makers:
             {"json": {"inputs": [{**v2_body([b""])["inputs"][0], "data": [r.choice(NOT_BASE64)]}]}},
             422,
         ),
+        "odd v2 parameters": lambda r: ("POST", infer, {"json": r.choice(ODD_V2_PARAMETERS)}, 415),
         "not JSON in v2": lambda r: ("POST", infer, raw(r.randbytes(r.randint(1, 300)), "application/json"), 422),
         "wrong v2 tensor": lambda r: (
             "POST",

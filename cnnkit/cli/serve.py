@@ -57,8 +57,9 @@ def serve(
     """Serve a model over HTTP: POST /predict, POST /explain (runs), KServe v2 under /v2, a page at /, docs at /docs.
 
     Concurrent requests are micro-batched: gathered into one batch of at most --max-batch images,
-    run once off the event loop, each answered with its own result. Every bad request (too large,
-    not an image, malformed, too many images, waited too long) gets a 4xx JSON error.
+    run once off the event loop, each answered with its own result. Bad requests get a JSON error,
+    never a 500: 413 (too large, too many pixels or images), 415 (not an image), 422 (malformed),
+    503 with Retry-After (waited past --timeout).
     """
     limits = {"--max-body-mb": max_body_mb, "--max-megapixels": max_megapixels, "--max-images": max_images}
     check_options(port, workers, max_batch, max_wait_ms, {**limits, "--timeout": timeout})

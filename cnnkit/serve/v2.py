@@ -112,7 +112,7 @@ def binary_elements(data: bytes) -> list[bytes]:
 
 
 def tensor_elements(tensor: dict[str, Any], binary: bytes) -> list[bytes]:
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = parameters_of(tensor).get("binary_data_size")
     if size is None:
         if binary:
             raise malformed(f"binary data came but {INPUT_NAME!r} has no binary_data_size parameter")
@@ -122,9 +122,15 @@ def tensor_elements(tensor: dict[str, Any], binary: bytes) -> list[bytes]:
     return binary_elements(binary)
 
 
+def parameters_of(tensor_or_request: dict[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` object of a request or tensor; absent, or not an object, counts as none."""
+    parameters = tensor_or_request.get("parameters")
+    return parameters if isinstance(parameters, dict) else {}
+
+
 def requested_outputs(document: dict[str, Any]) -> tuple[list[str], set[str]]:
     """The outputs to return (default: all) and which of them go back as binary data."""
-    parameters = document.get("parameters") if isinstance(document.get("parameters"), dict) else {}
+    parameters = parameters_of(document)
     requested = document.get("outputs")
     if requested is None:
         names = list(OUTPUTS)
@@ -135,7 +141,7 @@ def requested_outputs(document: dict[str, Any]) -> tuple[list[str], set[str]]:
     unknown = [name for name in names if name not in OUTPUTS]
     if unknown:
         raise malformed(f"unknown output(s) {unknown}; this model has {', '.join(OUTPUTS)}")
-    binary = {o["name"] for o in requested if (o.get("parameters") or {}).get("binary_data") is True}
+    binary = {o["name"] for o in requested if parameters_of(o).get("binary_data") is True}
     return names, binary | (set(names) if parameters.get("binary_data_output") is True else set())
 
 
