@@ -460,10 +460,11 @@ def image_requests(photo: bytes, bomb: bytes) -> Makers:
         "huge headers": lambda r: ("GET", "/healthz", {"headers": {"x-filler": "x" * r.randint(40_000, 60_000)}}, 431),
         "pixel budget": lambda r: (
             "POST",
-            "/predict",
+            r.choice(["/predict", "/explain"]),
             raw(png_claiming(r.randint(7000, 9000), 6000), "image/png"),
             413,
         ),
+        "explain pixel budget": lambda r: ("POST", "/explain", raw(png_claiming(5000, 4000), "image/png"), 413),
         "decompression bomb": lambda r: (
             "POST",
             "/predict",

@@ -49,7 +49,10 @@ def serve(
     ] = Engine.onnx,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MB (413 beyond).")] = 10.0,
     max_megapixels: Annotated[
-        float, typer.Option(help="Pixel budget per image, read from its header before decoding (413 beyond).")
+        float,
+        typer.Option(
+            help="Megapixels per image, read from its header before decoding (413 beyond; /explain: 16 at most)."
+        ),
     ] = 40.0,
     max_images: Annotated[int, typer.Option(help="Most images in one request (413 beyond).")] = 16,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model (503 beyond).")] = 30.0,

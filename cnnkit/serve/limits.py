@@ -25,6 +25,7 @@ class Limits:
     max_body_bytes: int = 10 * MEGABYTE
     max_header_bytes: int = 32 * 1024
     max_pixels: int = 40_000_000
+    max_explain_pixels: int = 16_000_000  # Grad-CAM blends at full size: about 30 bytes of float temporaries a pixel
     max_images: int = 16
     timeout_s: float = 30.0
     max_queued_images: int = 1024
@@ -34,6 +35,7 @@ class Limits:
             "max_body_bytes": self.max_body_bytes,
             "max_header_bytes": self.max_header_bytes,
             "max_pixels": self.max_pixels,
+            "max_explain_pixels": self.max_explain_pixels,
             "max_images_per_request": self.max_images,
             "timeout_s": self.timeout_s,
             "max_queued_images": self.max_queued_images,

@@ -101,9 +101,9 @@ class Service:
             raise too_large(f"{len(images)} images in one request; the limit is {self.limits.max_images}")
         return images
 
-    def decode(self, image: NamedImage) -> torch.Tensor:
+    def decode(self, image: NamedImage, max_pixels: int | None = None) -> torch.Tensor:
         """Header checks (format, pixel budget), then the full decode; runs on a worker thread."""
-        check_image_header(image.data, self.limits.max_pixels, image.name)
+        check_image_header(image.data, max_pixels or self.limits.max_pixels, image.name)
         try:
             return self.model.decode(image.data)
         except Exception as exc:  # the header was fine but the pixels are not: a truncated or corrupt file
@@ -151,5 +151,6 @@ class Service:
         if len(images) != 1:
             raise too_large(f"/explain takes one image per request, not {len(images)}")
         index = None if class_name is None else explainer.class_index(class_name)
-        image = await asyncio.to_thread(self.decode, images[0])
+        budget = min(self.limits.max_pixels, self.limits.max_explain_pixels)
+        image = await asyncio.to_thread(self.decode, images[0], budget)
         return await self.batcher.run_in_model_thread(explainer.explain, image, index)
