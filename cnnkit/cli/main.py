@@ -11,6 +11,7 @@ from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
 from cnnkit.cli.output import JsonOption, console, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
+from cnnkit.cli.serve import serve
 from cnnkit.cli.train import train
 from cnnkit.config import Tta
 
@@ -149,7 +150,7 @@ def summary(
 
 
 app.command()(train)
-for command in (report, explain, visualize, export):
+for command in (report, explain, visualize, export, serve):
     app.command()(command)
 
 
