@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,9 +34,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 """Pillow's names for the formats cnnkit reads (MPO: camera JPEGs with a second picture; PPM: also PGM)."""
 
-LARGE_PIXELS = 4_000_000
-"""Images above this many pixels are decoded one at a time, whatever the number of threads, so that
-peak memory is one image at the budget plus a few ordinary ones."""
+LARGE_PIXELS = 8_000_000
+"""Images that decode to more pixels than this are decoded one at a time, whatever the number of
+threads, so that peak memory is one image at the budget plus a few of this size at most."""
 _LARGE_DECODE = threading.Lock()
 
 # Not PNG: torchvision's PNG decoder can crash the process on a damaged file (benchmarks/fuzz_decode.py).
@@ -66,13 +68,13 @@ class ImageTooLarge(UndecodableImage):
 
 
 @functools.cache
-def _openers() -> tuple:
+def _openers() -> tuple[tuple[Callable, Callable | None], ...]:
     """Pillow's (factory, accept) pair of each supported format, in Pillow's own detection order."""
     Image.init()
     return tuple(Image.OPEN[name] for name in Image.ID if name in SUPPORTED_FORMATS)
 
 
-def _accepting(prefix: bytes) -> list:
+def _accepting(prefix: bytes) -> list[Callable]:
     """The factories of the supported formats whose signature test accepts the file's first bytes."""
     found = []
     for factory, accept in _openers():
@@ -145,16 +147,30 @@ def decode_bytes(
     that in both sides is decoded at a reduced scale that keeps its short side at or above it.
     """
     pil = open_lazily(io.BytesIO(data))
-    check_pixel_budget(*pil.size, max_pixels)
-    drafted = min_side is not None and pil.format in ("JPEG", "MPO") and min(pil.size) >= 2 * min_side
+    width, height = pil.size
+    check_pixel_budget(width, height, max_pixels)
+    scale = _draft_scale(pil, min_side)
     animated = pil.format == "WEBP" and getattr(pil, "is_animated", False)
-    with _LARGE_DECODE if pil.size[0] * pil.size[1] > LARGE_PIXELS else contextlib.nullcontext():
-        if pil.format in _TORCHVISION_FORMATS and not (drafted or animated):
+    large = math.ceil(width / scale) * math.ceil(height / scale) > LARGE_PIXELS
+    with _LARGE_DECODE if large else contextlib.nullcontext():
+        if pil.format in _TORCHVISION_FORMATS and scale == 1 and not animated:
             pil.close()
             image = _decode_with_torchvision(data, channels)
         else:
-            image = _decode_with_pillow(pil, channels, min_side if drafted else None)
+            image = _decode_with_pillow(pil, channels, min_side if scale > 1 else None)
     return fit_channels(image, channels)
+
+
+def _draft_scale(pil: Image.Image, min_side: int | None) -> int:
+    """1, 2, 4 or 8: how much smaller ``Image.draft`` will decode a JPEG that must keep ``min_side``.
+
+    The same rule as Pillow's own, so that the caller knows the decoded size beforehand; 1 (no
+    draft) unless the image is at least twice ``min_side`` in both sides.
+    """
+    if min_side is None or pil.format not in ("JPEG", "MPO"):
+        return 1
+    fits = min(pil.size) // min_side
+    return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
 
 
 def _decode_with_torchvision(data: bytes, channels: int) -> torch.Tensor:

@@ -57,7 +57,11 @@ class ImageList:
 
 @dataclass
 class DatasetSplits:
-    """A dataset ready for training: class names and the three splits (``test`` may be absent)."""
+    """A dataset ready for training: class names and the three splits (``test`` may be absent).
+
+    ``skipped`` names the files the scan left out of the splits; ``max_pixels`` is the pixel
+    budget decoding applies (:func:`~cnnkit.data.datasets.decode_splits` reads it from here).
+    """
 
     name: str
     root: str
