@@ -102,6 +102,12 @@ class TrainConfig:
         "k times more for classes the class weights or balanced sampler emphasize k-fold.", low=1, high=1000,
     )  # fmt: skip
     image_cache: ImageCache = _option(ImageCache.ram, "Where decoded pixels live: ram, disk or off.")
+    max_pixels: int = _option(
+        40_000_000, "Images whose header claims more pixels are skipped with a warning (decoding bombs).", low=1
+    )
+    drop_empty_classes: bool = _option(
+        False, "Leave out class folders with no readable image (recorded in the run) instead of stopping."
+    )
     patience: int = _option(5, "Early stopping: epochs without a better validation accuracy.", low=1)
     val_split: float = _option(
         0.15, "Validation fraction when the data has no val folder.", low=0.0, high=1.0, open_low=True, open_high=True

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from cnnkit.data.folders import expand_image_paths
+from cnnkit.data.prepare import prepare_images
 from cnnkit.errors import CnnkitError
-from cnnkit.predictor import ImagePredictor, Predictor, open_subject
+from cnnkit.predictor import ImagePredictor, Predictor, check_tta, open_subject
 
 
 def open_predictor(
@@ -39,24 +43,30 @@ def predict(
     device: str = "auto",
     onnx: str | Path | None = None,
 ) -> list[dict]:
-    """Top-k labels for image files, from a trained ``run``, a pretrained ImageNet ``model`` as-is, or an
-    ``onnx`` file from ``cnnkit export`` (run in ONNX Runtime with the classes and preprocessing stored in it).
+    """Top-k labels for image files (folders give their images), from a trained ``run``, a pretrained ImageNet
+    ``model`` as-is, or an ``onnx`` file from ``cnnkit export`` (run in ONNX Runtime with the classes and
+    preprocessing stored in it).
 
-    Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image.
+    Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image;
+    a file that cannot be read gets ``{"image": path, "error": why}`` instead, and the others are answered.
     """
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
+    check_tta(tta)
+    paths = expand_image_paths(images)
     predictor = open_predictor(run, model, onnx, device)
-    classes = predictor.classes
-    probabilities = predictor.probabilities(predictor.load_images(images), tta=tta)
-    top = probabilities.topk(min(top_k, len(classes)), dim=1)
-    return [
-        {
-            "image": str(path),
-            "predictions": [
-                {"label": classes[int(i)], "index": int(i), "probability": float(p)}
-                for p, i in zip(values, indices, strict=True)
-            ],
-        }
-        for path, values, indices in zip(images, top.values, top.indices, strict=True)
-    ]
+    prepared = prepare_images(paths, predictor.preprocessing)
+    readable = [i for i, item in enumerate(prepared) if not isinstance(item, str)]
+    answers: list[dict] = [{"image": str(path), "error": item} for path, item in zip(paths, prepared, strict=True)]
+    if readable:
+        probabilities = predictor.probabilities(torch.stack([prepared[i] for i in readable]), tta=tta)
+        top = probabilities.topk(min(top_k, len(predictor.classes)), dim=1)
+        for i, values, indices in zip(readable, top.values, top.indices, strict=True):
+            answers[i] = {
+                "image": str(paths[i]),
+                "predictions": [
+                    {"label": predictor.classes[int(k)], "index": int(k), "probability": float(p)}
+                    for p, k in zip(values, indices, strict=True)
+                ],
+            }
+    return answers

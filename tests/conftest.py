@@ -17,11 +17,33 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATASETS = Path(os.environ.get("CNNKIT_DATASETS", SHARED / "datasets"))
 
 
+def shared_dataset(name: str) -> Path:
+    """The folder of shared dataset ``name``; skips the calling test or fixture where it is missing.
+
+    A clone has no ``../shared`` beside it unless it was put there (or ``CNNKIT_DATASETS`` names one),
+    and tests that need real photos must say so rather than fail.
+    """
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"needs the shared dataset folder {path}, which is missing (set CNNKIT_DATASETS)")
+    return path
+
+
 def sklearn_image(name: str) -> str:
     """Path of one of scikit-learn's sample photos (flower.jpg, china.jpg)."""
     import sklearn
 
     return os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", name)
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (24, 24), suffix: str = ".png", seed: int = 0):
+    """``count`` random RGB images named ``image_000`` onwards (format from ``suffix``); returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = [folder / f"image_{i:03d}{suffix}" for i in range(count)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return paths
 
 
 def write_shapes_dataset(root: Path, per_class: int = 24, size: int = 48, seed: int = 0, layout: str = "flat") -> Path:
@@ -89,7 +111,7 @@ def lite0_run(tmp_path_factory: pytest.TempPathFactory):
     import cnnkit
     from cnnkit.data import load_dataset
 
-    dataset = load_dataset(DATASETS / "hymenoptera")
+    dataset = load_dataset(shared_dataset("hymenoptera"))
     dataset.train = dataset.train.subset(list(range(0, len(dataset.train), 4)))
     dataset.val = dataset.val.subset(list(range(0, len(dataset.val), 3)))
     with warnings.catch_warnings():

@@ -77,7 +77,6 @@ def test_train_evaluate_predict_round_trip(tmp_path: Path) -> None:
         (["train", "/no/such/folder"], "does not exist"),
         (["train", "digits", "--model", "resnet9000"], "unknown model"),
         (["evaluate", "/no/such/run"], "run folder"),
-        (["predict", "missing.jpg", "--model", "efficientnet_lite0"], "missing.jpg does not exist"),
         (["predict", "x.jpg"], "exactly one of --run"),
         (["summary", "lenet5", "--image-size", "8"], "at least 12"),
     ],
@@ -88,3 +87,19 @@ def test_bad_input_is_one_line_and_status_2(monkeypatch, capsys, args: list[str]
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err + out
+
+
+def test_predict_answers_every_readable_image_and_exits_1_for_the_others(monkeypatch, capsys, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "flower.jpg").write_bytes(Path(sklearn_image("flower.jpg")).read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    code, out, err = run_main(
+        monkeypatch, capsys, "predict", str(folder), "missing.jpg", "--model", "efficientnet_lite0", "--json"
+    )
+    answers = {Path(a["image"]).name: a for a in json.loads(out)}
+    assert code == 1 and answers["flower.jpg"]["predictions"][0]["label"] == "daisy"
+    assert (
+        "does not exist" in answers["missing.jpg"]["error"] and "not a readable image" in answers["notes.txt"]["error"]
+    )
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err

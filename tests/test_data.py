@@ -25,7 +25,7 @@ from cnnkit.data.transforms import (
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.dataset_views import augmented_variants
 from cnnkit.models.config import Preprocessing
-from tests.conftest import write_shapes_dataset
+from tests.conftest import write_images, write_shapes_dataset
 
 
 def _rgb(seed: int = 0, size: tuple[int, int] = (40, 50)) -> np.ndarray:
@@ -67,7 +67,8 @@ def test_split_folders_accept_valid_and_carve_val_when_missing(tmp_path: Path) -
     [
         (lambda root: None, "does not exist"),
         (lambda root: (root / "only").mkdir(parents=True), "at least 2 class folders"),
-        (lambda root: [(root / c).mkdir(parents=True) for c in ("a", "b")], "cannot split"),
+        (lambda root: [(root / c).mkdir(parents=True) for c in ("a", "b")], r"class 'a' \(.*/a\): empty"),
+        (lambda root: [write_images(root / c, 1) for c in ("a", "b")], "cannot split"),
     ],
 )
 def test_unusable_dataset_gives_one_line_error(tmp_path: Path, make, message: str) -> None:
@@ -133,10 +134,14 @@ def test_center_crop_uses_tensorflow_offsets() -> None:
 
 
 def write_dataset_with_bad_files(root: Path) -> tuple[list[str], int]:
-    """Shapes data plus every kind of file a real folder holds; returns the bad names and odd-mode count."""
+    """Shapes data plus every kind of file a real folder holds; returns the bad names and odd-mode count.
+
+    ``.DS_Store`` is hidden: left out silently (counted in the notes), not one of the bad files.
+    """
     write_shapes_dataset(root, per_class=12, size=32)
     folder = root / "disc"
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512))
     (folder / "empty.jpg").write_bytes(b"")
     buffer = io.BytesIO()
     Image.fromarray(_rgb()).save(buffer, format="JPEG")
@@ -145,7 +150,7 @@ def write_dataset_with_bad_files(root: Path) -> tuple[list[str], int]:
     Image.fromarray(_rgb(1)).convert("L").save(folder / "gray.png")
     Image.fromarray(_rgb(2)).convert("RGBA").save(folder / "alpha.png")
     Image.fromarray(_rgb(3)).convert("CMYK").save(folder / "print.jpg")
-    return [".DS_Store", "empty.jpg", "truncated.jpg", "notes.png"], 3
+    return ["Thumbs.db", "empty.jpg", "truncated.jpg", "notes.png"], 3
 
 
 def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: Path) -> None:
@@ -169,6 +174,8 @@ def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: P
     assert len(skipped) == 1
     assert all(name in str(skipped[0].message) for name in bad)
     assert sorted(Path(p).name for p in run.facts.skipped_files) == sorted(bad)
+    assert ".DS_Store" not in str(skipped[0].message)
+    assert "left out 1 hidden file(s) or folder(s) (names starting with '.')" in run.facts.dataset_notes
     assert run.metrics["num_train"] + run.metrics["num_val"] == 36 + odd
     assert (run.path / "model.safetensors").is_file()
 

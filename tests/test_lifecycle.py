@@ -94,7 +94,9 @@ def test_a_run_records_a_complete_typed_configuration(digits_run) -> None:
     loaded = load_run(digits_run.path)
     assert isinstance(loaded.config, TrainConfig) and loaded.config.model == "lenet5" and loaded.config.epochs == 2
     assert loaded.facts.device == "cpu" and loaded.facts.preprocessing.input_size == 28
-    assert loaded.facts.num_images == {"train": 1257, "val": 270} and len(loaded.facts.data_fingerprint) == 24
+    assert (
+        loaded.facts.num_images == {"train": 1257, "val": 270, "test": 270} and len(loaded.facts.data_fingerprint) == 24
+    )
     record = (digits_run.path / f"{WEIGHTS}.sha256").read_text().split()
     assert record == [sha256_file(digits_run.path / WEIGHTS), WEIGHTS]
     assert not (digits_run.path / LOCK).exists()

@@ -14,7 +14,7 @@ from cnnkit.data import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, write_json
 from cnnkit.run import HISTORY_COLUMNS, load_run
-from tests.conftest import DATASETS
+from tests.conftest import shared_dataset
 
 
 def _train_digits(out: Path, **kwargs):
@@ -63,7 +63,7 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
 
 def test_fine_tuning_never_leaves_a_worse_model(tmp_path: Path) -> None:
     """A wildly high fine-tuning rate wrecks the network; the head-stage weights must be kept."""
-    dataset = load_dataset(DATASETS / "hymenoptera")
+    dataset = load_dataset(shared_dataset("hymenoptera"))
     dataset.train = dataset.train.subset(list(range(0, len(dataset.train), 6)))
     dataset.val = dataset.val.subset(list(range(0, len(dataset.val), 4)))
     with warnings.catch_warnings():

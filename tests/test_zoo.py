@@ -28,7 +28,7 @@ from cnnkit.models import (
     summarize,
 )
 from cnnkit.models.weights_cache import DOWNLOAD_ENV, hub_checkpoint_path
-from tests.conftest import DATASETS, sklearn_image
+from tests.conftest import shared_dataset, sklearn_image
 
 
 def count_params(module: nn.Module) -> int:
@@ -362,11 +362,10 @@ def test_lite0_sees_a_daisy_in_flower_jpg():
     assert top1(model, [sklearn_image("flower.jpg")]) == ["daisy"]
 
 
-@pytest.mark.skipif(not (DATASETS / "hymenoptera").is_dir(), reason="needs the shared hymenoptera photos")
 def test_lite_models_recognise_real_ants_and_bees(imagenet_lite):
     """Ants and bees are ImageNet classes: a mis-loaded checkpoint would fall far below 75% on them."""
     labels = ["ant"] * 12 + ["bee"] * 12
-    folder = DATASETS / "hymenoptera" / "val"
+    folder = shared_dataset("hymenoptera") / "val"
     photos = [path for label in ("ants", "bees") for path in sorted((folder / label).glob("*"))[:12]]
     correct = sum(predicted == label for predicted, label in zip(top1(imagenet_lite, photos), labels, strict=True))
     assert correct / len(labels) >= 0.75

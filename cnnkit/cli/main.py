@@ -9,7 +9,7 @@ import typer
 
 from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
-from cnnkit.cli.output import JsonOption, console, fail, print_json, show_warnings_as_lines
+from cnnkit.cli.output import JsonOption, console, errors, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
 from cnnkit.cli.serve import serve
 from cnnkit.cli.train import train
@@ -64,7 +64,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
     run: Annotated[Path | None, typer.Option(help="A trained run folder.")] = None,
     model: Annotated[str | None, typer.Option(help="A pretrained model used as-is (ImageNet labels).")] = None,
     onnx: Annotated[Path | None, typer.Option(help="An ONNX file from 'cnnkit export', run in ONNX Runtime.")] = None,
@@ -76,13 +76,19 @@ def predict(
     from cnnkit.inference import predict as run_prediction
 
     results = run_prediction(images, run=run, model=model, onnx=onnx, top_k=top_k, tta=tta.value)
+    failed = [result for result in results if "error" in result]
     if json_output:
         print_json(results)
-        return
-    for result in results:
+    for result in [] if json_output else results:
+        if "error" in result:
+            continue
         console.print(f"[bold]{result['image']}[/]")
         for rank, p in enumerate(result["predictions"], 1):
             console.print(f"  {rank}. {p['label']:<30} {p['probability']:.4f}", highlight=False)
+    for result in failed:
+        errors.print(f"[bold red]error:[/] {result['image']}: {result['error']}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)  # some images got no answer; the others did
 
 
 @app.command()

@@ -4,14 +4,16 @@ Decoding a JPEG costs more than augmenting it, and on a laptop CPU it would othe
 every epoch. Every split is therefore decoded once (in parallel threads: torchvision's decoders
 release the GIL) into one uint8 tensor: evaluation images already cropped and resized exactly as
 the model expects, training images at a slightly larger size so augmentation can move them.
+:func:`decode_splits` decodes all three splits at once, so that every file left out, at scan or
+decode time and in any split, is named in one warning and one list.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnkit.cache import cache_key, default_cache_dir
+from cnnkit.crashpoints import crash_point
 from cnnkit.data.builtin import BUILTIN_DATASETS
-from cnnkit.data.decode import UndecodableImage, decode_file, fit_channels
+from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage
 from cnnkit.data.folders import DatasetSplits, ImageList, scan_folder
-from cnnkit.data.transforms import center_crop_resize, training_store_size
+from cnnkit.data.prepare import parallel_map, prepare_decoded, prepare_file, stored_geometry
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, read_json, write_json
 from cnnkit.models.config import Preprocessing
@@ -32,32 +35,46 @@ class SkippedFilesWarning(UserWarning):
     """Some files in the dataset could not be decoded and were left out."""
 
 
-def load_dataset(data: str | Path, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0) -> DatasetSplits:
-    """A built-in dataset by name (``digits``) or a class-per-folder directory."""
+def load_dataset(
+    data: str | Path,
+    val_split: float = 0.15,
+    test_split: float = 0.15,
+    seed: int = 0,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    drop_empty_classes: bool = False,
+) -> DatasetSplits:
+    """A built-in dataset by name (``digits``) or a class-per-folder directory (see :func:`scan_folder`)."""
     if isinstance(data, str) and data in BUILTIN_DATASETS and not Path(data).exists():
         return BUILTIN_DATASETS[data](val_split, test_split, seed)
-    return scan_folder(data, val_split, test_split, seed)
+    return scan_folder(data, val_split, test_split, seed, max_pixels=max_pixels, drop_empty_classes=drop_empty_classes)
 
 
 @dataclass
 class DecodedImages:
     """A decoded split: ``images`` is (N, C, S, S) uint8 (a tensor, or a :class:`MemmapImages` /
-    :class:`LazyImages` that index the same way), aligned with ``labels`` and ``sources``."""
+    :class:`LazyImages` that index the same way), aligned with ``labels`` and ``sources``.
+
+    ``skipped`` lists the split's files left out, at scan or decode time; ``reasons`` says why.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     sources: list[str]
     skipped: list[str]
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
-def warn_skipped(skipped: list[str]) -> None:
-    """One warning naming every file left out, so the user can fix or delete them in one go."""
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} file(s) that are not readable images: {', '.join(skipped)}",
-            SkippedFilesWarning,
-            stacklevel=3,
-        )
+def warn_skipped(skipped: Sequence[str] | Mapping[str, str]) -> None:
+    """One warning naming every file left out (with the reason, given a mapping), to fix or delete in one go."""
+    if not skipped:
+        return
+    named = [f"{path} ({why})" for path, why in skipped.items()] if isinstance(skipped, Mapping) else list(skipped)
+    warnings.warn(
+        f"skipped {len(named)} file(s) that are not readable images: {', '.join(named)}",
+        SkippedFilesWarning,
+        stacklevel=3,
+    )
 
 
 def _to_tensor(array) -> torch.Tensor:
@@ -113,12 +130,14 @@ def decode_images(
     for_training: bool = False,
     warn: bool = True,
     cache: str = "ram",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImages:
     """Decode, crop and resize every image of ``split`` once.
 
     Evaluation images get the model's exact preprocessing; training images keep the full
     short-side square at :func:`training_store_size` for augmentation to crop from. Files that
-    cannot be decoded are skipped with one :class:`SkippedFilesWarning` naming them all.
+    cannot be decoded, or claim more than ``max_pixels``, are skipped; with ``warn``, one
+    :class:`SkippedFilesWarning` names them and the ones the scan left out (``split.skipped``).
 
     ``cache`` says where the pixels live: ``ram`` (one uint8 tensor), ``disk`` (a memory-mapped
     file under the cache folder, reused by later runs on the same files and settings) or ``off``
@@ -126,59 +145,124 @@ def decode_images(
     """
     if cache not in IMAGE_CACHES:
         raise CnnkitError(f"--image-cache must be one of {', '.join(IMAGE_CACHES)}, not {cache!r}")
-    size = training_store_size(preprocessing) if for_training else preprocessing.input_size
-    crop_pct = 1.0 if for_training else preprocessing.crop_pct
+    size, crop_pct = stored_geometry(preprocessing, for_training)
     shape = (preprocessing.channels, size, size)
 
-    def prepare(index: int) -> torch.Tensor | None:
+    def prepare(index: int) -> torch.Tensor | str:
+        """The stored image, or why the file cannot give one."""
         try:
             if split.arrays is not None:
-                image = _to_tensor(split.arrays[index])
-            else:
-                image = decode_file(split.sources[index], preprocessing.channels)
-        except UndecodableImage:
-            return None
-        image = fit_channels(image, preprocessing.channels)
-        return center_crop_resize(image, size, crop_pct, preprocessing.interpolation)
+                return prepare_decoded(_to_tensor(split.arrays[index]), preprocessing, for_training)
+            return prepare_file(split.sources[index], preprocessing, for_training, max_pixels)
+        except UndecodableImage as exc:
+            return str(exc)
 
     if cache == "disk":
-        images, kept = _decode_to_disk(split, preprocessing, shape, crop_pct, prepare)
+        settings = {"kind": "images", "version": 2, "shape": shape, "crop_pct": crop_pct, "max_pixels": max_pixels}
+        images, kept, failures = _decode_to_disk(split, {**settings, "preprocessing": preprocessing.to_dict()}, prepare)
     else:
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            prepared = list(pool.map(prepare, range(len(split))))
-        kept = [i for i, image in enumerate(prepared) if image is not None]
+        prepared = list(parallel_map(prepare, range(len(split))))
+        failures = {split.sources[i]: why for i, why in enumerate(prepared) if isinstance(why, str)}
+        kept = [i for i, image in enumerate(prepared) if not isinstance(image, str)]
         if cache == "off":
             images = LazyImages(prepare, kept, shape)
         else:
             images = torch.stack([prepared[i] for i in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
-    skipped = [split.sources[i] for i in sorted(set(range(len(split))) - set(kept))]
+    reasons = {**split.skipped, **failures}
     if warn:
-        warn_skipped(skipped)
+        warn_skipped(reasons)
     labels = torch.tensor([split.labels[i] for i in kept], dtype=torch.long)
-    return DecodedImages(images, labels, [split.sources[i] for i in kept], skipped)
+    return DecodedImages(images, labels, [split.sources[i] for i in kept], list(reasons), reasons)
 
 
-def _decode_to_disk(split: ImageList, preprocessing: Preprocessing, shape, crop_pct: float, prepare):
-    """Fill (or reuse) a memory-mapped uint8 file holding every image of the split."""
-    settings = {"kind": "images", "shape": shape, "crop_pct": crop_pct, "preprocessing": preprocessing.to_dict()}
+def _decode_to_disk(split: ImageList, settings: dict, prepare) -> tuple[MemmapImages, list[int], dict[str, str]]:
+    """Fill (or reuse) a memory-mapped uint8 file holding every image of the split.
+
+    The index beside it keeps which images are in it and why the others are not.
+    """
     key = cache_key(settings, split.sources)
     path, index_path = default_cache_dir() / f"images-{key}.npy", default_cache_dir() / f"images-{key}.json"
     if not (path.is_file() and index_path.is_file()):
+        failures: dict[str, str] = {}
         with atomic_path(path) as tmp:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(split), *shape))
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(split), *settings["shape"]))
             kept = []
-            workers = max(1, min(4, os.cpu_count() or 1))
-            with ThreadPoolExecutor(workers) as pool:
-                for i, image in enumerate(pool.map(prepare, range(len(split)))):
-                    if image is not None:
-                        array[i] = image.numpy()
-                        kept.append(i)
+            for i, image in enumerate(parallel_map(prepare, range(len(split)))):
+                if isinstance(image, str):
+                    failures[split.sources[i]] = image
+                else:
+                    array[i] = image.numpy()
+                    kept.append(i)
             array.flush()
             del array
-        write_json(index_path, kept)
-    kept = read_json(index_path)
-    return MemmapImages(np.load(path, mmap_mode="r"), kept), kept
+        write_json(index_path, {"kept": kept, "failures": failures})
+    index = read_json(index_path)
+    return MemmapImages(np.load(path, mmap_mode="r"), index["kept"]), index["kept"], index["failures"]
+
+
+@dataclass
+class DecodedSplits:
+    """Every split of a dataset decoded, and every file left out of any of them."""
+
+    train: DecodedImages
+    val: DecodedImages
+    test: DecodedImages | None
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Path -> reason for every file left out of train, val or test, at scan or decode time."""
+        splits = [split for split in (self.train, self.val, self.test) if split is not None]
+        return {path: why for split in splits for path, why in split.reasons.items()}
+
+
+def decode_splits(
+    dataset: DatasetSplits,
+    preprocessing: Preprocessing,
+    *,
+    for_training: bool = False,
+    cache: str = "ram",
+    warn: bool = True,
+) -> DecodedSplits:
+    """Decode train (as training images when ``for_training``), val and test, at the dataset's pixel budget.
+
+    One :class:`SkippedFilesWarning` names every file left out of any split. A class left with
+    no readable training image, or a split with no image, is a :class:`CnnkitError` naming it.
+    """
+    common = dict(cache=cache, warn=False, max_pixels=dataset.max_pixels)
+    train = decode_images(dataset.train, preprocessing, for_training=for_training, **common)
+    crash_point("decoded")
+    decoded = DecodedSplits(
+        train,
+        decode_images(dataset.val, preprocessing, **common),
+        None if dataset.test is None else decode_images(dataset.test, preprocessing, **common),
+    )
+    if warn:
+        warn_skipped(decoded.skipped)
+    _require_images(dataset, decoded)
+    return decoded
+
+
+def _require_images(dataset: DatasetSplits, decoded: DecodedSplits) -> None:
+    """Fail before training rather than train a class, or score a split, that has no image."""
+    for name in ("train", "val"):
+        if len(getattr(decoded, name).labels) == 0:
+            raise CnnkitError(f"no readable images in the {name} split of {dataset.name}; see the skipped files")
+    counts = torch.bincount(decoded.train.labels, minlength=len(dataset.classes))
+    missing = [
+        _class_folder(dataset.train, index, dataset.root) for index in (counts == 0).nonzero().flatten().tolist()
+    ]
+    if missing:
+        names = ", ".join(f"{dataset.classes[index]!r} ({folder})" for index, folder in missing)
+        raise CnnkitError(
+            f"no training image of class {names} could be decoded; fix or delete those files, "
+            "or drop such classes (--drop-empty-classes)"
+        )
+
+
+def _class_folder(split: ImageList, label: int, default: str) -> tuple[int, str]:
+    """(label, the folder holding the class's files in ``split``), for error messages."""
+    folders = [os.path.dirname(path) for path, of in zip(split.sources, split.labels, strict=True) if of == label]
+    return label, os.path.commonpath(folders) if folders else default
 
 
 class TensorImageDataset(Dataset):

@@ -1,43 +1,186 @@
-"""Turn an image file into a uint8 tensor, whatever its format or colour mode.
+"""Turn an image file into a uint8 tensor, whatever its format, colour mode or claims.
 
-torchvision.io decodes JPEG, PNG, GIF and WEBP natively (CMYK, palette, 16-bit and EXIF
-orientation included); Pillow covers what it lacks (BMP, TIFF). A file that neither can decode
-raises :class:`UndecodableImage`, which dataset loading turns into a skip-and-warn.
+The header is read first (Pillow parses it without decoding any pixels), so a file whose header
+claims more than ``max_pixels`` is refused before a single large buffer exists: a 1 KB BMP or a
+1.6 MB PNG can claim 40000 x 40000 pixels, which would take gigabytes to decode. torchvision.io
+then decodes JPEG and still WEBP (CMYK and EXIF orientation included); Pillow decodes the rest:
+PNG (torchvision's PNG decoder can crash the process on a damaged file), GIF (torchvision would
+decode every frame at once), animated WEBP, BMP, TIFF and PPM, in any colour mode, 16-bit too.
+Animated images give their first frame. A JPEG at least twice the size its caller needs is
+decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), since it is shrunk afterwards anyway. A file
+that cannot be read raises :class:`UndecodableImage`, which dataset loading turns into a skip.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import math
+import struct
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as F
 
-_NATIVE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF")
+DEFAULT_MAX_PIXELS = 40_000_000
+"""The pixel budget: 40 megapixels decode to 120 MB of RGB, more than any photo a convnet needs."""
+
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+"""Pillow's names for the formats cnnkit reads (MPO: camera JPEGs with a second picture; PPM: also PGM)."""
+
+LARGE_PIXELS = 8_000_000
+"""Images that decode to more pixels than this are decoded one at a time, whatever the number of
+threads, so that peak memory is one image at the budget plus a few of this size at most."""
+_LARGE_DECODE = threading.Lock()
+
+# Not PNG: torchvision's PNG decoder can crash the process on a damaged file (benchmarks/fuzz_decode.py).
+_TORCHVISION_FORMATS = ("JPEG", "MPO", "WEBP")
+_NOT_AN_IMAGE = "not a JPEG, PNG, GIF, BMP, WEBP, TIFF or PPM file"
+
+# What Pillow's parsers raise for "not this format" (struct.error: a header field past the end of the data).
+_NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
+# What Pillow's and torchvision's decoders raise on damaged data.
+_DECODER_ERRORS = (OSError, ValueError, RuntimeError, EOFError, *_NOT_THIS_FORMAT)
 
 
 class UndecodableImage(Exception):
-    """The file is not an image that cnnkit can read."""
+    """The file is not an image that cnnkit can read; the message says why, for the skip warning."""
+
+    kind = "corrupt"
 
 
-def decode_bytes(data: bytes, channels: int = 3) -> torch.Tensor:
-    """Decode encoded image bytes into a (channels, H, W) uint8 tensor."""
-    if not data:
-        raise UndecodableImage("empty file")
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    if data.startswith(_NATIVE_MAGIC):
+class NotAnImage(UndecodableImage):
+    """Empty, or no supported format recognises the file's first bytes (``.DS_Store``, text, ...)."""
+
+    kind = "not an image"
+
+
+class ImageTooLarge(UndecodableImage):
+    """The header claims more pixels than the budget; nothing was decoded."""
+
+    kind = "too large"
+
+
+@functools.cache
+def _openers() -> tuple[tuple[Callable, Callable | None], ...]:
+    """Pillow's (factory, accept) pair of each supported format, in Pillow's own detection order."""
+    Image.init()
+    return tuple(Image.OPEN[name] for name in Image.ID if name in SUPPORTED_FORMATS)
+
+
+def _accepting(prefix: bytes) -> list[Callable]:
+    """The factories of the supported formats whose signature test accepts the file's first bytes."""
+    found = []
+    for factory, accept in _openers():
         try:
-            image = decode_image(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, apply_exif_orientation=True
-            )
-        except RuntimeError as exc:
-            raise UndecodableImage(str(exc).splitlines()[-1]) from exc
-    else:
-        image = _decode_with_pillow(data, channels)
-    if image.dtype != torch.uint8:  # 16-bit PNGs decode to uint16
-        image = F.to_dtype(image, torch.uint8, scale=True)
+            verdict = accept(prefix) if accept is not None else True
+        except _NOT_THIS_FORMAT:
+            continue
+        if verdict and not isinstance(verdict, str):
+            found.append(factory)
+    return found
+
+
+def check_signature(path: str | Path) -> None:
+    """Raise :class:`UndecodableImage` unless the file starts like an image of a supported format.
+
+    Reads 16 bytes: cheap enough for every file of a large dataset at scan time, and enough to
+    leave out ``Thumbs.db``, text files and empty files before splitting.
+    """
+    try:
+        with open(path, "rb") as stream:
+            prefix = stream.read(16)
+    except OSError as exc:
+        raise UndecodableImage(exc.strerror or _one_line(exc)) from exc
+    if not prefix:
+        raise NotAnImage("empty file")
+    if not _accepting(prefix):
+        raise NotAnImage(_NOT_AN_IMAGE)
+
+
+def open_lazily(stream: BinaryIO) -> Image.Image:
+    """A Pillow image that has parsed the header only, or :class:`UndecodableImage`.
+
+    This is ``Image.open`` restricted to :data:`SUPPORTED_FORMATS` and without Pillow's own
+    decompression-bomb check, which would raise before the size could be reported and ignores
+    the caller's ``max_pixels``; :func:`check_pixel_budget` replaces it.
+    """
+    prefix = stream.read(16)
+    if not prefix:
+        raise NotAnImage("empty file")
+    refusal = ""
+    for factory in _accepting(prefix):
+        stream.seek(0)
+        try:
+            return factory(stream, "")
+        except _NOT_THIS_FORMAT as exc:  # not this format after all: try the next
+            refusal = refusal or _one_line(exc)
+        except Image.DecompressionBombError as exc:  # a GIF frame far larger than its screen
+            raise ImageTooLarge(_one_line(exc)) from exc
+        except _DECODER_ERRORS as exc:
+            raise UndecodableImage(f"broken header ({_one_line(exc)})") from exc
+    if refusal:
+        raise UndecodableImage(f"broken header ({refusal})")
+    raise NotAnImage(_NOT_AN_IMAGE)
+
+
+def check_pixel_budget(width: int, height: int, max_pixels: int) -> None:
+    """Refuse a size over the budget: decoding it would take ``3 * width * height`` bytes at least."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{width}x{height} pixels, over the limit of {max_pixels:,} (--max-pixels)")
+    if width < 1 or height < 1:
+        raise UndecodableImage(f"header says {width}x{height} pixels")
+
+
+def decode_bytes(
+    data: bytes, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> torch.Tensor:
+    """Decode encoded image bytes into a (channels, H, W) uint8 tensor.
+
+    ``min_side`` is the short side the caller will shrink the image to: a JPEG at least twice
+    that in both sides is decoded at a reduced scale that keeps its short side at or above it.
+    """
+    pil = open_lazily(io.BytesIO(data))
+    width, height = pil.size
+    check_pixel_budget(width, height, max_pixels)
+    scale = _draft_scale(pil, min_side)
+    animated = pil.format == "WEBP" and getattr(pil, "is_animated", False)
+    large = math.ceil(width / scale) * math.ceil(height / scale) > LARGE_PIXELS
+    with _LARGE_DECODE if large else contextlib.nullcontext():
+        if pil.format in _TORCHVISION_FORMATS and scale == 1 and not animated:
+            pil.close()
+            image = _decode_with_torchvision(data, channels)
+        else:
+            image = _decode_with_pillow(pil, channels, min_side if scale > 1 else None)
     return fit_channels(image, channels)
+
+
+def _draft_scale(pil: Image.Image, min_side: int | None) -> int:
+    """1, 2, 4 or 8: how much smaller ``Image.draft`` will decode a JPEG that must keep ``min_side``.
+
+    The same rule as Pillow's own, so that the caller knows the decoded size beforehand; 1 (no
+    draft) unless the image is at least twice ``min_side`` in both sides.
+    """
+    if min_side is None or pil.format not in ("JPEG", "MPO"):
+        return 1
+    fits = min(pil.size) // min_side
+    return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
+
+
+def _decode_with_torchvision(data: bytes, channels: int) -> torch.Tensor:
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        image = decode_image(encoded, mode=mode, apply_exif_orientation=True)
+    except RuntimeError as exc:
+        raise UndecodableImage(_one_line(exc)) from exc
+    return image[0] if image.ndim == 4 else image  # the first frame of an animation
 
 
 def fit_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
@@ -50,26 +193,51 @@ def fit_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     return (image[:3].float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def _decode_with_pillow(data: bytes, channels: int) -> torch.Tensor:
-    import io
+def _decode_with_pillow(pil: Image.Image, channels: int, draft_side: int | None) -> torch.Tensor:
+    """The current (first) frame, at reduced JPEG scale when ``draft_side`` is given; closes ``pil``.
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
+    Each intermediate copy is released as soon as the next exists: at 40 megapixels every copy
+    is 120-160 MB, and several images are decoded at once.
+    """
+    mode = "RGB" if channels == 3 else "L"
     try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil = ImageOps.exif_transpose(pil)
-            array = np.asarray(pil.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UndecodableImage(str(exc)) from exc
+        if draft_side is not None:
+            pil.draft(None, (draft_side, draft_side))
+        ImageOps.exif_transpose(pil, in_place=True)
+        if pil.mode.startswith("I"):  # 16-bit grey: keep the top 8 bits, as torchvision's scaling does
+            array = (np.asarray(pil).clip(0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+        else:
+            converted = pil if pil.mode == mode else pil.convert(mode)
+            if converted is not pil:
+                pil.close()
+            array = np.array(converted)
+            converted.close()
+    except Image.DecompressionBombError as exc:  # a frame or tile larger than the header said
+        raise ImageTooLarge(_one_line(exc)) from exc
+    except _DECODER_ERRORS as exc:
+        raise UndecodableImage(_one_line(exc)) from exc
+    finally:
+        pil.close()
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def decode_file(path: str | Path, channels: int = 3) -> torch.Tensor:
-    """Decode an image file; raises :class:`UndecodableImage` if it is not a readable image."""
+def decode_file(
+    path: str | Path, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> torch.Tensor:
+    """Decode an image file; raises :class:`UndecodableImage` if it is not a readable image.
+
+    ``max_pixels`` and ``min_side`` are :func:`decode_bytes`'s.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise UndecodableImage(str(exc)) from exc
-    return decode_bytes(data, channels)
+        raise UndecodableImage(exc.strerror or _one_line(exc)) from exc
+    return decode_bytes(data, channels, max_pixels, min_side)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The last line of a decoder's message (torchvision's start with a C++ source location)."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__

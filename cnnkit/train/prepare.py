@@ -7,7 +7,7 @@ the network, record the configuration, decode the images.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,7 @@ import lightning as L
 import torch
 
 from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
-from cnnkit.crashpoints import crash_point
-from cnnkit.data.datasets import DecodedImages, decode_images, load_dataset, warn_skipped
+from cnnkit.data.datasets import DecodedImages, DecodedSplits, decode_splits, load_dataset
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
 from cnnkit.errors import CnnkitError
@@ -49,6 +48,8 @@ class Prepared:
     class_views: torch.Tensor  # cached views per training image of each class
     unfreeze_top: int | None
     decode_seconds: float = 0.0
+    test_images: DecodedImages | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # every file left out of any split, and why
 
     def record(self, **changes: Any) -> None:
         """Add facts as they become known and rewrite ``config.yaml``."""
@@ -101,7 +102,10 @@ def prepare(
     info = get_model_info(config.model)
     pretrained = info.pretrained == "offline" if config.pretrained is None else config.pretrained
     if dataset is None:
-        dataset = load_dataset(config.data, config.val_split, config.test_split, config.seed)
+        dataset = load_dataset(
+            config.data, config.val_split, config.test_split, config.seed, max_pixels=config.max_pixels,
+            drop_empty_classes=config.drop_empty_classes,
+        )  # fmt: skip
     L.seed_everything(config.seed, verbose=False)
     kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
     network = create_model(
@@ -113,27 +117,21 @@ def prepare(
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
     decode_started = time.perf_counter()
-    train_images, val_images = _decode(dataset, facts, config)
+    decoded = _decode(dataset, facts, config)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
     prepared = Prepared(
-        config, facts, run_dir, dataset, network, train_images, val_images, pick_device(config.device),
+        config, facts, run_dir, dataset, network, decoded.train, decoded.val, pick_device(config.device),
         _transforms(facts), None, torch.empty(0), unfreeze_top, round(time.perf_counter() - decode_started, 2),
+        test_images=decoded.test, skipped=decoded.skipped,
     )  # fmt: skip
     _resolve_imbalance(prepared)
     return prepared
 
 
-def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> tuple[DecodedImages, DecodedImages]:
+def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> DecodedSplits:
+    """Every split decoded once; one warning names every file left out of any split."""
     augmenting = facts.augment != Augment.none
-    cache = config.image_cache.value
-    train_images = decode_images(dataset.train, facts.preprocessing, for_training=augmenting, warn=False, cache=cache)
-    crash_point("decoded")
-    val_images = decode_images(dataset.val, facts.preprocessing, warn=False, cache=cache)
-    warn_skipped(train_images.skipped + val_images.skipped)
-    for split, decoded in (("train", train_images), ("val", val_images)):
-        if len(decoded.labels) == 0:
-            raise CnnkitError(f"no readable images in the {split} split of {dataset.name}")
-    return train_images, val_images
+    return decode_splits(dataset, facts.preprocessing, for_training=augmenting, cache=config.image_cache.value)
 
 
 def _transforms(facts: RunFacts) -> tuple[Any, Any]:
@@ -155,6 +153,7 @@ def _resolve_imbalance(prepared: Prepared) -> None:
         class_weights=None if weights is None else [round(w, 6) for w in weights.tolist()],
         cache_views=views if cached else None,
         cache_views_per_class=prepared.class_views.tolist() if cached and rebalanced else None,
-        num_images={"train": len(labels), "val": len(prepared.val_images.labels)},
-        skipped_files=prepared.train_images.skipped + prepared.val_images.skipped,
+        num_images={"train": len(labels), "val": len(prepared.val_images.labels)}
+        | ({} if prepared.test_images is None else {"test": len(prepared.test_images.labels)}),
+        skipped_files=sorted(prepared.skipped),
     )

@@ -127,11 +127,9 @@ def _finish(prep: Prepared, progress: RunProgress, timings: dict[str, Any]) -> R
         "num_val": len(prep.val_images.labels), "decode_seconds": prep.decode_seconds, **timings,
     }  # fmt: skip
     crash_point("finish")
-    if dataset.test is not None:
-        from cnnkit.data.datasets import decode_images
-
+    test_images = prep.test_images
+    if test_images is not None:
         predictor = Predictor.create(network, dataset.classes, device=config.device, precision=prep.facts.precision)
-        test_images = decode_images(dataset.test, prep.facts.preprocessing, cache=config.image_cache.value)
         if len(test_images.labels):
             probabilities = predictor.probabilities(test_images.images)
             evaluation = score(probabilities, test_images, dataset.classes, "test", "none")
