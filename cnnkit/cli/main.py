@@ -259,7 +259,7 @@ def summary(
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
 
 
-for command in (report, explain, visualize, export):
+for command in (report, explain, visualize, export, __import__("cnnkit.cli.check", fromlist=["check"]).check):
     app.command()(command)
 
 
