@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cnnkit.cli.check import check
 from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
 from cnnkit.cli.output import JsonOption, console, errors, fail, print_json, show_warnings_as_lines
@@ -156,7 +157,7 @@ def summary(
 
 
 app.command()(train)
-for command in (report, explain, visualize, export, serve):
+for command in (report, explain, visualize, export, serve, check):
     app.command()(command)
 
 
