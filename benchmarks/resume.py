@@ -55,13 +55,14 @@ def main() -> int:
         refused_s = refusal_seconds(Path(tmp) / "busy")
         resume_s, _ = timed(["--resume", f"{tmp}/killed", "--json"])
         whole, resumed = load_run(f"{tmp}/whole"), load_run(f"{tmp}/killed")
+        whole_epochs, resumed_epochs = len(whole.history), len(resumed.history)  # read before the folder goes
     rows = [
         {"run": "uninterrupted", "seconds": round(whole_s, 1), "val_accuracy": whole.metrics["val_accuracy"],
-         "epochs": len(whole.history)},
+         "epochs": whole_epochs},
         {"run": f"killed after fine-tune epoch {args.kill_epoch}", "seconds": round(killed_s, 1), "val_accuracy": "-",
          "epochs": "-"},
         {"run": "resumed", "seconds": round(resume_s, 1), "val_accuracy": resumed.metrics["val_accuracy"],
-         "epochs": len(resumed.history)},
+         "epochs": resumed_epochs},
         {"run": "saved by resuming (restart - resume)", "seconds": round(whole_s - resume_s, 1), "val_accuracy": "-",
          "epochs": "-"},
         {"run": "second training into a folder in use", "seconds": round(refused_s, 2), "val_accuracy": "-",

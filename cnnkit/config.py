@@ -153,7 +153,8 @@ class TrainConfig:
         from cnnkit.fileio import read_yaml
 
         if not Path(path).is_file():
-            raise CnnkitError(f"config file {path} does not exist; give a YAML file of training options")
+            hint = "" if Path(path).suffix else f" (to choose a model, pass model={str(path)!r})"
+            raise CnnkitError(f"config file {path} does not exist; give a YAML file of training options{hint}")
         data = read_yaml(path)
         if isinstance(data, dict):
             data = {key: value for key, value in data.items() if key not in RUN_ONLY_KEYS}

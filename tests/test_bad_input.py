@@ -143,7 +143,9 @@ def test_training_finishes_and_scores_the_test_split_despite_bombs_and_animation
     animation(root / "train" / "square" / "moving.gif", [(250, 250, 250), (0, 0, 0), (9, 9, 9)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run = cnnkit.train(root, "plain_cnn", epochs=1, image_size=32, augment="none", progress=False, out=root / "r")
+        run = cnnkit.train(
+            root, model="plain_cnn", epochs=1, image_size=32, augment="none", progress=False, out=root / "r"
+        )
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["num_test"] == 6 + 1  # every test image but the bomb, the GIF included
     assert metrics["num_train"] == 18 + 1
