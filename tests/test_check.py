@@ -46,7 +46,7 @@ def copies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ImageEnhance.Brightness(dark).enhance(0.08).save(root / "ants" / "dark.png")
     grey = np.random.default_rng(0).normal(128, 2, (96, 96, 3)).clip(0, 255).astype(np.uint8)
     Image.fromarray(grey).save(root / "bees" / "blank.png")
-    (root / "bees" / ".DS_Store").write_bytes(b"\x00\x01 not an image")
+    (root / "bees" / "notes.jpg").write_bytes(b"\x00\x01 not an image")  # hidden files are left out by the scan
     return root
 
 
@@ -80,8 +80,8 @@ def test_distinct_photos_are_never_grouped(copies_findings) -> None:
 def test_inventory_counts_unreadable_and_pixel_outliers(copies_findings) -> None:
     inventory = copies_findings.inventory
     per_class = {cls: sum(split[cls] for split in inventory.counts.values()) for cls in ("ants", "bees")}
-    assert per_class == {"ants": 36, "bees": 37}  # 5 x 6 + 5, plus dark.png; bees: blank.png and .DS_Store
-    assert [Path(f.path).name for f in inventory.unreadable] == [".DS_Store"]
+    assert per_class == {"ants": 36, "bees": 37}  # 5 x 6 + 5, plus dark.png; bees: blank.png and notes.jpg
+    assert [Path(f.path).name for f in inventory.unreadable] == ["notes.jpg"]
     assert sum(inventory.modes.values()) == len(inventory.sizes) == 72
     reasons = {Path(o.image.path).name: o.reason for o in copies_findings.outliers}
     assert reasons.get("dark.png") == "very dark" and reasons.get("blank.png") == "near-blank"
