@@ -185,7 +185,8 @@ def build_inventory(splits: DatasetSplits, facts: list[FileFacts]) -> Inventory:
         counts=counts,
         sizes=[(f.width, f.height) for f in readable],
         modes=dict(Counter(f.mode for f in readable).most_common()),
-        unreadable=[UnreadableFile(f.ref.path, f.error or "") for f in facts if not f.readable],
+        unreadable=[UnreadableFile(f.ref.path, f.error or "") for f in facts if not f.readable]
+        + [UnreadableFile(path, why) for path, why in splits.skipped.items()],  # left out by the scan itself
         oversized=oversized,
         imbalance=class_imbalance(splits),
     )
