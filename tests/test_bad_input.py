@@ -271,19 +271,22 @@ def big_photo(tmp_path: Path, scale: int = 4, orientation: int | None = None) ->
 
 def test_large_jpegs_decode_at_reduced_scale_and_normal_photos_exactly_as_before(tmp_path: Path) -> None:
     lite = Preprocessing(input_size=224, crop_pct=0.875)  # needs a 256 px short side
-    photo = sklearn_image("china.jpg")  # 427 px short side: less than twice 256, decoded whole
+    photo = sklearn_image("china.jpg")  # 427 px short side: less than four times 256, decoded whole
     full = center_crop_resize(decode_file(photo), 224, 0.875, "bilinear")
     assert torch.equal(prepare_file(photo, lite), full)
-    big = big_photo(tmp_path)  # 1708 x 2560: 1/4 scale still gives a 427 px short side
-    assert decode_file(big, min_side=256).shape == (3, 427, 640)
+    small = Preprocessing(input_size=96, crop_pct=0.875)  # 110 px: china.jpg is less than 4 x 110, still whole
+    assert torch.equal(prepare_file(photo, small), center_crop_resize(decode_file(photo), 96, 0.875, "bilinear"))
+    big = big_photo(tmp_path)  # 1708 x 2560: at 1/2 scale its 854 px short side keeps twice 256 and more
+    assert decode_file(big, min_side=256).shape == (3, 854, 1280)
+    assert decode_file(big, min_side=100).shape == (3, 214, 320)  # 1/8: the most draft mode shrinks
     assert decode_file(big).shape == (3, 1708, 2560)
     whole = center_crop_resize(decode_file(big), 224, 0.875, "bilinear")
     # DCT scaling filters unlike an antialiased resize: a few grey levels on average (moving the crop of the
     # full photo by one pixel changes 1.2); a wrong crop, colour or orientation would change tens.
-    assert (prepare_file(big, lite).float() - whole.float()).abs().mean() < 5.0
+    assert (prepare_file(big, lite).float() - whole.float()).abs().mean() < 3.0
     turned = big_photo(tmp_path, scale=2, orientation=6)  # stored 1280 x 854, shown turned: 854 wide, 1280 high
     assert decode_file(turned).shape == (3, 1280, 854)
-    assert decode_file(turned, min_side=200).shape == (3, 320, 214)  # 1/4 scale, then turned
+    assert decode_file(turned, min_side=200).shape == (3, 640, 427)  # 1/2 scale, then turned
 
 
 def test_predictions_do_not_change_on_a_normal_photo_and_barely_on_a_drafted_one(tmp_path: Path) -> None:

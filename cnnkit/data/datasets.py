@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from cnnkit.cache import cache_key, default_cache_dir
 from cnnkit.crashpoints import crash_point
 from cnnkit.data.builtin import BUILTIN_DATASETS
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage
-from cnnkit.data.folders import DatasetSplits, ImageList, scan_folder
+from cnnkit.data.folders import DatasetSplits, ImageList, ScanOptions, scan_folder
 from cnnkit.data.prepare import parallel_map, prepare_decoded, prepare_file, stored_geometry
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, read_json, write_json
@@ -36,18 +37,16 @@ class SkippedFilesWarning(UserWarning):
 
 
 def load_dataset(
-    data: str | Path,
-    val_split: float = 0.15,
-    test_split: float = 0.15,
-    seed: int = 0,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    drop_empty_classes: bool = False,
+    data: str | Path, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0, **options: Unpack[ScanOptions]
 ) -> DatasetSplits:
-    """A built-in dataset by name (``digits``) or a class-per-folder directory (see :func:`scan_folder`)."""
+    """A built-in dataset by name (``digits``) or a class-per-folder directory.
+
+    ``options`` are :func:`scan_folder`'s (``max_pixels``, ``drop_empty_classes``); built-in
+    datasets have no files to check and ignore them.
+    """
     if isinstance(data, str) and data in BUILTIN_DATASETS and not Path(data).exists():
         return BUILTIN_DATASETS[data](val_split, test_split, seed)
-    return scan_folder(data, val_split, test_split, seed, max_pixels=max_pixels, drop_empty_classes=drop_empty_classes)
+    return scan_folder(data, val_split, test_split, seed, **options)
 
 
 @dataclass

@@ -6,7 +6,7 @@ claims more than ``max_pixels`` is refused before a single large buffer exists: 
 then decodes JPEG and still WEBP (CMYK and EXIF orientation included); Pillow decodes the rest:
 PNG (torchvision's PNG decoder can crash the process on a damaged file), GIF (torchvision would
 decode every frame at once), animated WEBP, BMP, TIFF and PPM, in any colour mode, 16-bit too.
-Animated images give their first frame. A JPEG at least twice the size its caller needs is
+Animated images give their first frame. A JPEG at least four times the size its caller needs is
 decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), since it is shrunk afterwards anyway. A file
 that cannot be read raises :class:`UndecodableImage`, which dataset loading turns into a skip.
 """
@@ -33,6 +33,11 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 """Pillow's names for the formats cnnkit reads (MPO: camera JPEGs with a second picture; PPM: also PGM)."""
+
+DRAFT_MARGIN = 2
+"""A drafted JPEG keeps at least twice the short side its caller needs, so that the final antialiased
+resize, not the coarser DCT scaling, does most of the shrinking; and any photo less than four times
+that side decodes exactly as it would without draft."""
 
 LARGE_PIXELS = 8_000_000
 """Images that decode to more pixels than this are decoded one at a time, whatever the number of
@@ -143,8 +148,9 @@ def decode_bytes(
 ) -> torch.Tensor:
     """Decode encoded image bytes into a (channels, H, W) uint8 tensor.
 
-    ``min_side`` is the short side the caller will shrink the image to: a JPEG at least twice
-    that in both sides is decoded at a reduced scale that keeps its short side at or above it.
+    ``min_side`` is the short side the caller will shrink the image to. A JPEG at least twice
+    ``DRAFT_MARGIN * min_side`` in both sides is decoded at the reduced scale that keeps its
+    short side at or above ``DRAFT_MARGIN * min_side``.
     """
     pil = open_lazily(io.BytesIO(data))
     width, height = pil.size
@@ -157,19 +163,19 @@ def decode_bytes(
             pil.close()
             image = _decode_with_torchvision(data, channels)
         else:
-            image = _decode_with_pillow(pil, channels, min_side if scale > 1 else None)
+            image = _decode_with_pillow(pil, channels, DRAFT_MARGIN * min_side if scale > 1 else None)
     return fit_channels(image, channels)
 
 
 def _draft_scale(pil: Image.Image, min_side: int | None) -> int:
-    """1, 2, 4 or 8: how much smaller ``Image.draft`` will decode a JPEG that must keep ``min_side``.
+    """1, 2, 4 or 8: how much smaller ``Image.draft`` will decode a JPEG asked for ``DRAFT_MARGIN * min_side``.
 
-    The same rule as Pillow's own, so that the caller knows the decoded size beforehand; 1 (no
-    draft) unless the image is at least twice ``min_side`` in both sides.
+    The same rule as Pillow's own, so that the decoded size is known beforehand; 1 (no draft)
+    unless the image is at least twice that target in both sides.
     """
     if min_side is None or pil.format not in ("JPEG", "MPO"):
         return 1
-    fits = min(pil.size) // min_side
+    fits = min(pil.size) // (DRAFT_MARGIN * min_side)
     return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
 
 

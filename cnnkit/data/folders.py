@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -28,6 +29,13 @@ from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage, check_signa
 from cnnkit.errors import CnnkitError
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+class ScanOptions(TypedDict, total=False):
+    """The keyword options of :func:`scan_folder`, passed on by ``load_dataset``."""
+
+    max_pixels: int
+    drop_empty_classes: bool
 
 
 @dataclass

@@ -53,8 +53,8 @@ def prepare_file(
 ) -> torch.Tensor:
     """Decode and prepare one file; raises :class:`~cnnkit.data.decode.UndecodableImage`.
 
-    A JPEG at least twice the side the crop needs is decoded at reduced scale; the crop of any
-    smaller image is exactly that of the full decode.
+    A JPEG at least four times the side the crop needs is decoded at reduced scale; the crop of
+    any smaller image is exactly that of the full decode.
     """
     size, crop_pct = stored_geometry(preprocessing, for_training)
     image = decode_file(path, preprocessing.channels, max_pixels, min_side=math.ceil(size / crop_pct))
