@@ -315,7 +315,8 @@ class Run:
         from cnnkit.data.datasets import load_dataset
 
         cfg = self.config
-        return load_dataset(data or cfg.data, cfg.val_split, cfg.test_split, cfg.seed)
+        options = dict(max_pixels=cfg.max_pixels, drop_empty_classes=cfg.drop_empty_classes)
+        return load_dataset(data or cfg.data, cfg.val_split, cfg.test_split, cfg.seed, **options)
 
     def load_model(self) -> Classifier:
         """Rebuild the architecture from config.yaml and load model.safetensors (after checking its SHA-256)."""
