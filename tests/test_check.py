@@ -21,8 +21,8 @@ from cnnkit.data import load_dataset
 from cnnkit.errors import CnnkitError
 from tests.conftest import DATASETS, write_shapes_dataset
 
-ORIGINALS_PER_CLASS = 5
-DISTINCT_PER_CLASS = 5
+ORIGINALS_PER_CLASS = 4
+DISTINCT_PER_CLASS = 4
 
 
 def _photos(folder: str, count: int, skip: int = 0) -> list[Path]:
@@ -33,7 +33,7 @@ def _photos(folder: str, count: int, skip: int = 0) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def copies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ants/ and bees/: 5 photos each with their 5 copies, 5 more distinct photos each, a dark and a blank image."""
+    """ants/ and bees/: 4 photos each with their 5 copies, 4 more distinct photos each, a dark and a blank image."""
     root = tmp_path_factory.mktemp("copies")
     for cls in ("ants", "bees"):
         (root / cls).mkdir()
@@ -67,7 +67,7 @@ def test_near_copies_are_found_with_their_kind(copies_findings, copies_dir: Path
         for i in range(ORIGINALS_PER_CLASS)
         for kind, copy in ((k, next(folder.glob(f"o{i}_{k}.*"))) for k in COPY_KINDS)
     ]
-    assert len(outcomes) == 50
+    assert len(outcomes) == 40
     assert sum(outcomes) / len(outcomes) >= 0.95, f"recall {sum(outcomes)}/{len(outcomes)}"
 
 
@@ -80,9 +80,9 @@ def test_distinct_photos_are_never_grouped(copies_findings) -> None:
 def test_inventory_counts_unreadable_and_pixel_outliers(copies_findings) -> None:
     inventory = copies_findings.inventory
     per_class = {cls: sum(split[cls] for split in inventory.counts.values()) for cls in ("ants", "bees")}
-    assert per_class == {"ants": 36, "bees": 36}  # 5 x 6 + 5, plus dark.png; bees: blank.png (notes.jpg is no image)
+    assert per_class == {"ants": 29, "bees": 29}  # 4 x 6 + 4, plus dark.png; bees: blank.png (notes.jpg is no image)
     assert [Path(f.path).name for f in inventory.unreadable] == ["notes.jpg"]
-    assert sum(inventory.modes.values()) == len(inventory.sizes) == 72
+    assert sum(inventory.modes.values()) == len(inventory.sizes) == 58
     reasons = {Path(o.image.path).name: o.reason for o in copies_findings.outliers}
     assert reasons.get("dark.png") == "very dark" and reasons.get("blank.png") == "near-blank"
     assert inventory.imbalance.advice is None
