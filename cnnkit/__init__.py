@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from cnnkit._lazy import lazy_attribute
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -38,6 +40,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in ("train", "evaluate", "export"):  # callable packages, see cnnkit._callable
         return importlib.import_module(f"cnnkit.{name}")
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+    return lazy_attribute(__name__, _EXPORTS, name)

@@ -6,8 +6,9 @@ load torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from cnnkit._lazy import lazy_attribute
 
 _EXPORTS = {
     "Classifier": "cnnkit.models.classifier",
@@ -37,6 +38,4 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cnnkit.models' has no attribute {name!r}")
+    return lazy_attribute(__name__, _EXPORTS, name)
