@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from rich.console import Console
 
 from benchmarks._common import DATASETS, report
 from cnnkit.check import CheckFindings, check_dataset
@@ -141,18 +142,23 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=30, help="originals from each dataset in part (a)")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
+    say = Console(stderr=True).log
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         os.environ["CNNKIT_CACHE"] = str(cache)
         load = os.getloadavg()[0]
         cold, _ = timed_cli(DATASETS / "flowers128", cache)
+        say(f"cold check of flowers128: {cold:.0f} s")
         warm, flowers = timed_cli(DATASETS / "flowers128", cache)
+        say(f"warm: {warm:.0f} s")
         rows.append({"part": "flowers128 CLI", "cold_s": round(cold, 1), "warm_s": round(warm, 1),
                      "load_before": round(load, 1), "load_after": round(os.getloadavg()[0], 1)})  # fmt: skip
         hymenoptera = check_dataset(DATASETS / "hymenoptera").to_dict()
         rows += [flagged_groups("hymenoptera", hymenoptera), flagged_groups("flowers128", flowers)]
+        say("hymenoptera checked")
         picture_of = copies_dataset(Path(tmp) / "copies", args.photos)
         rows.append(copy_recall(check_dataset(Path(tmp) / "copies"), picture_of))
+        say("near copies checked")
         noise_row, top_clean = label_noise(args.noise)
         rows.append(noise_row)
     copies, timing = rows[-2], rows[0]
