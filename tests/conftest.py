@@ -107,7 +107,11 @@ def plain_run(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def lite0_run(tmp_path_factory: pytest.TempPathFactory):
-    """EfficientNet-Lite0 with a new head on a small hymenoptera subset (one head epoch, no fine-tuning)."""
+    """EfficientNet-Lite0 with a new head on a small hymenoptera subset, no fine-tuning.
+
+    Thirty head epochs on cached activations cost about a second more than two and reach about 93% on
+    the whole validation split, against 77% for two, whose many near-50/50 images made int8 parity a coin toss.
+    """
     import cnnkit
     from cnnkit.data import load_dataset
 
@@ -119,7 +123,7 @@ def lite0_run(tmp_path_factory: pytest.TempPathFactory):
         return cnnkit.train(
             dataset,
             model="efficientnet_lite0",
-            epochs=2,
+            epochs=30,
             fine_tune_epochs=0,
             image_size=160,
             progress=False,

@@ -283,9 +283,12 @@ def test_explain_writes_an_overlay_of_the_photo_and_reports_peak_and_scores(expl
     for result in (predicted, named):
         with Image.open(result["out"]) as written:
             assert written.format == "PNG" and written.size == (width, height)
-        top, left, side = crop_box(height, width, run.preprocessing.crop_pct)
-        assert left <= result["peak"]["x"] < left + side and top <= result["peak"]["y"] < top + side
         assert result["layer"] == predicted["layer"]
+    # The predicted class has evidence somewhere in the crop; a named class may have none at all
+    # (Grad-CAM is then all zeros and there is no peak), which depends on the trained weights.
+    top, left, side = crop_box(height, width, run.preprocessing.crop_pct)
+    for peak in (predicted["peak"], named["peak"] or predicted["peak"]):
+        assert left <= peak["x"] < left + side and top <= peak["y"] < top + side
 
 
 def test_explain_uses_the_last_convolutional_block_or_the_layer_asked_for(plain_run, tmp_path: Path) -> None:
