@@ -88,17 +88,22 @@ def test_inventory_counts_unreadable_and_pixel_outliers(copies_findings) -> None
     assert inventory.imbalance.advice is None
 
 
-def test_cli_json_names_files_and_html_shows_thumbnails(copies_dir: Path, tmp_path: Path) -> None:
+def test_cli_json_names_files_and_html_shows_thumbnails(copies_findings, copies_dir: Path, tmp_path: Path) -> None:
     page = tmp_path / "check.html"
     result = CliRunner().invoke(app, ["check", str(copies_dir), "--json", "--html", str(page)], catch_exceptions=False)
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["settings"]["embeddings_from_cache"] is True  # the module's first check filled the cache
+    assert data["settings"]["embeddings_from_cache"] is True  # copies_findings filled the cache
     paths = {image["path"] for group in data["duplicates"] for image in group["images"]}
     assert str(copies_dir / "ants" / "o0_flipped.png") in paths
     assert {"near", "flip"} <= {group["kind"] for group in data["duplicates"]}
     text = page.read_text()
     assert text.count("data:image/jpeg;base64,") >= len(paths) and "data:image/png;base64," in text
+
+
+def test_check_has_help() -> None:
+    result = CliRunner().invoke(app, ["check", "--help"])
+    assert result.exit_code == 0 and "--html" in result.output and "--similarity" in result.output
 
 
 def test_missing_folder_is_one_line_and_status_2(monkeypatch, capsys) -> None:
