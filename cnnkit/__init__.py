@@ -6,6 +6,7 @@ The main calls, each also a CLI command::
     cnnkit.evaluate(run.path)                            # cnnkit evaluate runs/digits-lenet5
     cnnkit.predict(["img.jpg"], run=run.path)            # cnnkit predict img.jpg --run ...
     cnnkit.predict(["img.jpg"], model="efficientnet_lite0")  # ImageNet labels, as-is
+    cnnkit.tune("photos", model="efficientnet_lite0")    # cnnkit tune photos --model ...
 
 Attributes are imported lazily so that ``import cnnkit`` and ``cnnkit --help`` stay fast.
 """
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "train": "cnnkit.train",
+    "tune": "cnnkit.tune",
     "load_run": "cnnkit.run",
     "Run": "cnnkit.run",
     "evaluate": "cnnkit.evaluate",
@@ -38,6 +40,6 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "evaluate", "export"):  # callable packages, see cnnkit._callable
+    if name in ("train", "tune", "evaluate", "export"):  # callable packages, see cnnkit._callable
         return importlib.import_module(f"cnnkit.{name}")
     return lazy_attribute(__name__, _EXPORTS, name)

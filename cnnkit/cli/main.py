@@ -14,6 +14,7 @@ from cnnkit.cli.output import JsonOption, console, errors, fail, print_json, sho
 from cnnkit.cli.report import report
 from cnnkit.cli.serve import serve
 from cnnkit.cli.train import train
+from cnnkit.cli.tune import tune
 from cnnkit.config import Tta
 
 app = typer.Typer(
@@ -157,6 +158,7 @@ def summary(
 
 
 app.command()(train)
+app.command()(tune)
 for command in (report, explain, visualize, export, serve, check):
     app.command()(command)
 

@@ -43,8 +43,14 @@ def _parameters() -> list[inspect.Parameter]:
             "--resume", help="Continue the run in this folder where it stopped; with --epochs N, train it longer.",
         )]),
         inspect.Parameter("json_output", keyword, default=False, annotation=JsonOption),
-        *(_option(name, annotation, default, help) for name, annotation, default, help in specs if name != "data"),
+        *training_options(),
     ]  # fmt: skip
+
+
+def training_options(skip: tuple[str, ...] = ("data",)) -> list[inspect.Parameter]:
+    """One keyword parameter per training option but those in ``skip`` (also used by ``cnnkit tune``)."""
+    return [_option(name, annotation, default, help) for name, annotation, default, help in option_specs()
+            if name not in skip]  # fmt: skip
 
 
 def train(**options: Any) -> None:

@@ -36,6 +36,7 @@ class ScanOptions(TypedDict, total=False):
 
     max_pixels: int
     drop_empty_classes: bool
+    without_test: bool
 
 
 @dataclass
@@ -242,12 +243,15 @@ def scan_folder(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     drop_empty_classes: bool = False,
+    without_test: bool = False,
 ) -> DatasetSplits:
     """Discover a class-per-folder dataset in either layout, check every file's first bytes and split it.
 
     ``max_pixels`` is the pixel budget that decoding the dataset will apply (files whose header
     claims more are skipped then). A class whose folder holds no image file is an error naming
     it, unless ``drop_empty_classes``, which leaves it out of the classes and says so in the notes.
+    ``without_test`` leaves the test split out: a test folder is not opened, and a flat folder's
+    test share is set aside as usual (so train and validation stay the same) but not returned.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -256,11 +260,15 @@ def scan_folder(
         )
     _check_fractions(val_split, test_split)
     splits = find_split_folders(root)
+    if without_test:
+        splits.pop("test", None)
     if "train" in splits:
         result = _scan_split_folders(root, splits, val_split, seed, drop_empty_classes)
     else:
         result = _scan_flat_folder(root, val_split, test_split, seed, drop_empty_classes)
     result.max_pixels = max_pixels
+    if without_test:
+        result.test = None
     for split in ("train", "val", "test"):
         images = getattr(result, split)
         if images is not None and len(images) == 0:

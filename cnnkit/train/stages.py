@@ -7,7 +7,7 @@ a lower learning rate, on cached activations when the base can be cut below them
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +90,14 @@ def plan_stages(prep: Prepared, cache: FeatureCache | None, recorder_best: Calla
 
 
 def fit_stage(
-    stage: Stage, prep: Prepared, progress: RunProgress, *, resume_from: Path | None, extend: bool, bars: bool
+    stage: Stage,
+    prep: Prepared,
+    progress: RunProgress,
+    *,
+    resume_from: Path | None,
+    extend: bool,
+    bars: bool,
+    extra_callbacks: Sequence[L.Callback] = (),
 ) -> None:
     """Fit one stage; ``resume_from`` continues it from the run's checkpoint instead of from its start."""
     model, loaders = stage.build()
@@ -106,6 +113,7 @@ def fit_stage(
             monitor="val_accuracy", mode="max", patience=prep.config.patience, check_on_train_epoch_end=False
         ),
         recorder,
+        *extra_callbacks,
     ]
     if bars:
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True, console_kwargs={"stderr": True}))

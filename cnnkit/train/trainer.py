@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def train(
     *,
     resume: str | Path | None = None,
     progress: bool = True,
+    callbacks: Sequence[Any] = (),
     **overrides: Any,
 ) -> Run:
     """Train on ``data`` (a folder or a built-in dataset name) and return the run.
@@ -54,12 +56,13 @@ def train(
     ``config.yaml`` repeats that run); ``overrides`` are options by name, e.g. ``model="lenet5"``.
     ``resume`` continues the run in that folder where it stopped; ``epochs`` or
     ``fine_tune_epochs`` may then be raised to extend it. Writes the run folder described in
-    :mod:`cnnkit.run`.
+    :mod:`cnnkit.run`. ``callbacks`` are extra Lightning callbacks given to every stage's trainer
+    (``cnnkit tune`` prunes trials with one).
     """
-    return train_opened(open_run(data, config, resume, overrides), progress)
+    return train_opened(open_run(data, config, resume, overrides), progress, callbacks)
 
 
-def train_opened(opened: OpenedRun, progress: bool = True) -> Run:
+def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[Any] = ()) -> Run:
     """Train into a folder :func:`~cnnkit.train.opening.open_run` claimed (the CLI claims it before torch loads)."""
     _quiet_lightning()
     keep_freed_memory()
@@ -71,7 +74,7 @@ def train_opened(opened: OpenedRun, progress: bool = True) -> Run:
         stages = plan_stages(prep, cache, lambda model: _restore_best(run_progress, model))
         seconds: dict[str, float] = {}
         for index, stage in enumerate(stages):
-            _run_stage(index, stage, prep, run_progress, opened, progress)
+            _run_stage(index, stage, prep, run_progress, opened, progress, callbacks)
             seconds[stage.name], started = round(time.perf_counter() - started, 2), time.perf_counter()
         timings = {"stage_seconds": seconds, **({} if cache is None else {"feature_cache_hit": cache.hit})}
         return _finish(prep, run_progress, timings)
@@ -87,7 +90,10 @@ def _restore_best(progress: RunProgress, model: Any) -> None:
         model.load_state_dict(progress.best_state)
 
 
-def _run_stage(index: int, stage: Stage, prep: Prepared, progress: RunProgress, opened: OpenedRun, bars: bool) -> None:
+def _run_stage(
+    index: int, stage: Stage, prep: Prepared, progress: RunProgress, opened: OpenedRun, bars: bool,
+    callbacks: Sequence[Any],
+) -> None:  # fmt: skip
     """Run, continue, extend or skip one stage, depending on where a resumed run stopped."""
     resumed = opened.progress is not None and index == opened.resume_stage
     if opened.progress is not None and index < opened.resume_stage:
@@ -105,7 +111,7 @@ def _run_stage(index: int, stage: Stage, prep: Prepared, progress: RunProgress, 
         progress.finished = False
     fit_stage(
         stage, prep, progress, resume_from=checkpoint_path(prep.run_dir) if resumed else None,
-        extend=resumed and opened.extends(stage.name), bars=bars,
+        extend=resumed and opened.extends(stage.name), bars=bars, extra_callbacks=callbacks,
     )  # fmt: skip
 
 

@@ -1,0 +1,160 @@
+"""``cnnkit.tune``: search training options on the validation split, never the test split.
+
+Each trial is an ordinary training run (a :class:`~cnnkit.config.TrainConfig` with some options
+drawn from the :class:`~cnnkit.tune.space.SearchSpace`) on the dataset with its test split removed,
+so no trial can read a test image. Trials share cnnkit's on-disk caches: decoded images (the trials'
+image cache defaults to ``disk``) and the frozen layers' features, so trials that change only what
+trains on top of the cache take seconds. Only the best trial's run folder is kept.
+
+The study folder holds ``study.db`` (every trial, so a killed search continues), ``best.yaml`` (the
+best configuration, for ``cnnkit train --config``), ``trials.csv``, the plots and ``study.html``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cnnkit.config import ImageCache, TrainConfig
+from cnnkit.errors import CnnkitError
+from cnnkit.fileio import write_yaml
+from cnnkit.run import default_run_name, lock_for_resume, release_run_dir
+from cnnkit.tune.space import SearchSpace, default_space, load_space
+
+BEST_CONFIG = "best.yaml"
+TRIALS_DIR = "trials"
+METHODS = ("tpe", "random", "grid")
+
+
+@dataclass
+class TuneResult:
+    """What a search found: every trial, the best configuration and where everything was written."""
+
+    study_dir: Path
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    best_config: Path | None
+    files: dict[str, Path] = field(default_factory=dict)
+    evaluated: dict[str, Any] | None = None  # the best configuration retrained and tested (--evaluate-best)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": str(self.study_dir), "trials": self.trials, "best": self.best,
+            "best_config": None if self.best_config is None else str(self.best_config),
+            "files": {name: str(path) for name, path in self.files.items()}, "evaluated": self.evaluated,
+        }  # fmt: skip
+
+
+def tune(
+    data: str | Path | None = None,
+    config: TrainConfig | str | Path | None = None,
+    *,
+    trials: int = 30,
+    timeout: float | None = None,
+    space: str | Path | SearchSpace | None = None,
+    study: str | Path | None = None,
+    method: str = "tpe",
+    evaluate_best: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> TuneResult:
+    """Search the options in ``space`` for the best validation accuracy on ``data``.
+
+    ``config`` and ``overrides`` are the base training options every trial starts from (as in
+    :func:`cnnkit.train`). ``trials`` counts finished trials over the whole study, so a continued
+    study runs only the rest; ``timeout`` (seconds) stops starting new ones. ``study`` is the folder
+    (default ``studies/<data>-<model>``). ``method`` draws the trials: ``tpe``, ``random`` or ``grid``
+    (every choice and three points per range). ``evaluate_best`` trains the best configuration on the
+    whole dataset once and reports its test accuracy.
+    """
+    from cnnkit.tune.runner import run_study
+
+    base = _base_config(data, config, overrides)
+    if method not in METHODS:
+        raise CnnkitError(f"--sampler must be one of {', '.join(METHODS)}, not {method!r}")
+    if trials < 1:
+        raise CnnkitError(f"--trials must be at least 1, not {trials}")
+    if timeout is not None and timeout <= 0:
+        raise CnnkitError(f"--timeout must be above 0 minutes, not {timeout / 60:g}")
+    study_dir = Path(study) if study is not None else Path("studies") / default_run_name(base.data, base.model)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    lock_for_resume(study_dir)
+    try:
+        searched = _space(space, base, given=set(overrides) | _file_options(config))
+        if not searched.params:
+            raise CnnkitError("every searched option was given as a training option; leave one free or pass --space")
+        return run_study(base, searched, study_dir, trials, timeout, method, evaluate_best, progress)
+    finally:
+        release_run_dir(study_dir)
+
+
+def _base_config(data: str | Path | None, config: TrainConfig | str | Path | None, overrides: dict) -> TrainConfig:
+    base = config if isinstance(config, TrainConfig) else TrainConfig.from_file(config) if config else TrainConfig()
+    if data is not None:
+        overrides = {**overrides, "data": str(data)}
+    base = base.with_overrides(**overrides)
+    if base.data is None:
+        raise CnnkitError("give the data to tune on: a folder of class folders, or a built-in dataset name")
+    return base
+
+
+def _file_options(config: TrainConfig | str | Path | None) -> set[str]:
+    if config is None or isinstance(config, TrainConfig):
+        return set()
+    from cnnkit.fileio import read_yaml
+
+    return set(read_yaml(config) or {}) - {"resolved", "format"}
+
+
+def _space(space: str | Path | SearchSpace | None, base: TrainConfig, given: set[str]) -> SearchSpace:
+    """The space to search; options the user gave (flags, keywords, a config file) stay fixed in the default one."""
+    from cnnkit.models import get_model_info
+
+    if isinstance(space, SearchSpace):
+        return space
+    info = get_model_info(base.model)
+    pretrained = info.pretrained == "offline" if base.pretrained is None else base.pretrained
+    default = default_space(pretrained)
+    searched = SearchSpace(tuple(param for param in default.params if param.name not in given))
+    return searched if space is None else load_space(space, searched, base)
+
+
+def trial_config(base: TrainConfig, space: SearchSpace, params: dict[str, Any], out: Path) -> TrainConfig:
+    """The training options of one trial: the base, the space's fixed values, the drawn values.
+
+    Pixels kept in memory would be decoded again by every trial; on disk they are decoded once.
+    """
+    image_cache = ImageCache.disk if base.image_cache == ImageCache.ram else base.image_cache
+    return base.with_overrides(**dict(space.fixed), **params, out=str(out), image_cache=image_cache)
+
+
+def best_config(base: TrainConfig, space: SearchSpace, params: dict[str, Any]) -> TrainConfig:
+    """The best trial's options as a user runs them again (no trial folder)."""
+    return replace(base.with_overrides(**dict(space.fixed), **params), out=None)
+
+
+def write_best(study_dir: Path, config: TrainConfig) -> Path:
+    path = study_dir / BEST_CONFIG
+    write_yaml(path, config.to_dict())
+    return path
+
+
+def keep_only(trials_dir: Path, keep: set[int]) -> None:
+    """Remove the folders of trials that are neither the best nor running: they are all in ``study.db``."""
+    if not trials_dir.is_dir():
+        return
+    for folder in trials_dir.iterdir():
+        number = folder.name.removeprefix("trial-")
+        if folder.is_dir() and number.isdigit() and int(number) not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def trial_dir(study_dir: Path, number: int) -> Path:
+    return study_dir / TRIALS_DIR / f"trial-{number:04d}"
+
+
+def elapsed(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
