@@ -92,6 +92,10 @@ class TrainConfig:
     head: Head = _option(Head.linear, "linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")
     augment: Augment = _option(Augment.auto, "Augmentation preset; auto = standard for colour, light for grayscale.")
     pretrained: bool | None = _option(None, "Start from ImageNet weights (default: when they are available offline).")
+    weights: str | None = _option(
+        None, "Start from this local weights file: .safetensors, or a torchvision/timm .pth state dict (read "
+        "without running code); a head of another shape is replaced. Implies the pretrained recipe.",
+    )  # fmt: skip
     dropout: float | None = _option(None, "Dropout before the last dense layer.", low=0.0, high=1.0, open_high=True)
     weight_decay: float = _option(0.0, "L2 penalty through Adam's weight decay.", low=0.0, high=1.0)
     class_weight: ClassWeight = _option(ClassWeight.none, "none, or auto: weigh the loss by inverse class frequency.")

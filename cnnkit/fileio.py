@@ -113,11 +113,11 @@ def weights_metadata(path: str | Path) -> dict[str, str]:
         return handle.metadata() or {}
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically and close it."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 110, metadata: dict[str, str] | None = None) -> None:
+    """Save a matplotlib figure atomically and close it; ``metadata`` goes into the file (PNG text chunks)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png", metadata=metadata)
     plt.close(fig)

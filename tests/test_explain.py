@@ -282,7 +282,9 @@ def test_explain_writes_an_overlay_of_the_photo_and_reports_peak_and_scores(expl
     assert len(named["scores"]) == len(run.classes) and abs(sum(s["probability"] for s in named["scores"]) - 1) < 1e-4
     for result in (predicted, named):
         with Image.open(result["out"]) as written:
-            assert written.format == "PNG" and written.size == (width, height)
+            # the photo at its own size, with a colour bar beside it and a caption above (also in the PNG's text)
+            assert written.format == "PNG" and written.size[0] > width and written.size[1] > height
+            assert result["class"]["label"] in written.text["Description"]
         assert result["layer"] == predicted["layer"]
     # The predicted class has evidence somewhere in the crop; a named class may have none at all
     # (Grad-CAM is then all zeros and there is no peak), which depends on the trained weights.
@@ -334,7 +336,8 @@ def test_missing_image_is_one_line_and_status_2(plain_run, monkeypatch, capsys, 
 def test_activation_panels_hold_every_channel_of_each_layer(plain_run) -> None:
     model = plain_run.load_model()
     inputs = torch.randn(1, 3, 48, 48)
-    activations = layer_activations(model, inputs, num_layers=6)
+    first_six = ["features.0.0", "features.0.1", "features.1.0", "features.1.1", "features.2", "features.3.0"]
+    activations = layer_activations(model, inputs, layers=first_six)
     assert [(a.name, a.kind) for a in activations] == [
         ("features.0.0", "Conv2d"),
         ("features.0.1", "ReLU"),
@@ -347,6 +350,7 @@ def test_activation_panels_hold_every_channel_of_each_layer(plain_run) -> None:
     assert (activations[1].maps >= 0).all() and (activations[0].maps < 0).any()  # captured before the in-place ReLU
     for activation in activations:
         channels, height, width = activation.maps.shape
+        channels = min(channels, 32)  # a panel shows at most 32 channels
         grid = activation_panel(activation).grid
         rows = -(-channels // 16)
         assert grid.shape == (rows * (height + 1) - 1, 16 * (width + 1) - 1)
@@ -357,20 +361,17 @@ def test_visualize_activations_on_a_pretrained_run(lite0_run, tmp_path: Path) ->
     out = tmp_path / "activations.png"
     photo = sklearn_image("flower.jpg")
     result = invoke_json("visualize", str(lite0_run.path), "activations", photo, "--layers", "5", "--out", str(out))
-    assert [(layer["name"], layer["type"], layer["shape"]) for layer in result["layers"]] == [
-        ("features.conv_stem", "Conv2dSame", [32, 80, 80]),
-        ("features.bn1.act", "ReLU6", [32, 80, 80]),
-        ("features.blocks.0.0.conv_dw", "Conv2d", [32, 80, 80]),
-        ("features.blocks.0.0.bn1.act", "ReLU6", [32, 80, 80]),
-        ("features.blocks.0.0.conv_pw", "Conv2d", [16, 80, 80]),
-    ]
+    names = [layer["name"] for layer in result["layers"]]
+    assert len(names) == 5 and names[0] == "features.conv_stem"  # spread from the input to the last blocks
+    assert result["layers"][0]["type"] == "Conv2dSame" and result["layers"][0]["shape"] == [32, 80, 80]
+    assert any(name.startswith(("features.blocks.5", "features.blocks.6", "features.conv_head")) for name in names)
     with Image.open(out) as picture:
         assert picture.format == "PNG"
 
 
 def test_first_layer_filters_grow_their_response_and_differ(plain_run) -> None:
     """All patterns start from the same noise, so without the ascent they would correlate perfectly."""
-    patterns = filter_patterns(plain_run.load_model(), filters=12)
+    patterns = filter_patterns(plain_run.load_model(), "features.0.0", filters=12)
     assert patterns.layer == "features.0.0"
     assert patterns.images.shape == (12, 48, 48, 3) and patterns.images.dtype == np.uint8
     assert (patterns.end_activation > patterns.start_activation).all()

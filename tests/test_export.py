@@ -234,7 +234,7 @@ def test_per_channel_std_is_normalized_exactly_inside_the_model(tmp_path: Path) 
 def test_card_beside_each_export_records_what_was_measured(exports, plain_run: Run) -> None:
     result = exports("plain", "onnx")
     card = json.loads(result.card_path.read_text())
-    assert result.card_path == result.path.with_suffix(".card.json")
+    assert result.card_path == result.path.with_name(result.path.name + ".card.json")  # one card per file
     assert card["classes"] == plain_run.classes and card["input_size"] == 48
     assert card["preprocessing"] == plain_run.preprocessing.to_dict()
     assert card["file_size_bytes"] == result.path.stat().st_size

@@ -75,7 +75,8 @@ def test_hesitant_lists_the_smallest_margins_first() -> None:
     ]
     evaluation = evaluation_of([0, 1, 1, 2], probabilities)
 
-    cases = hesitant(evaluation.probabilities, evaluation.labels, evaluation.sources, CLASSES, limit=3)
+    # limit 4, but the 0.8 margin is no hesitation
+    cases = hesitant(evaluation.probabilities, evaluation.labels, evaluation.sources, CLASSES, limit=4, max_margin=0.5)
 
     assert [case.index for case in cases] == [3, 1, 2]
     assert [case.margin for case in cases] == pytest.approx([0.01, 0.04, 0.2])

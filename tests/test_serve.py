@@ -188,7 +188,7 @@ def test_torch_engine_answers_what_cnnkit_predict_does_for_the_run(run_dir: Path
 
 def test_a_run_is_exported_once_and_an_onnx_file_serves_without_explain(source, run_dir, images) -> None:
     assert source.onnx == run_dir / "export" / "shapes-plain.onnx"
-    assert source.onnx.with_suffix(".card.json").is_file()
+    assert source.onnx.with_name(source.onnx.name + ".card.json").is_file()
     written = source.onnx.stat().st_mtime_ns
     assert resolve_source(run_dir, "onnx").onnx == source.onnx and source.onnx.stat().st_mtime_ns == written
     model = load_served_model(resolve_source(source.onnx))

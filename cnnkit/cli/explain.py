@@ -59,7 +59,7 @@ def explain(
     json_output: JsonOption = False,
 ) -> None:
     """Grad-CAM: a heatmap of where in the image the evidence for a class lies, over the image."""
-    from cnnkit.explain import class_index, explain_image, open_subject, read_image, save_png
+    from cnnkit.explain import class_index, explain_image, open_subject, read_image
 
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
@@ -71,7 +71,7 @@ def explain(
         subject.model, image, index, method=method.value, layer=layer, temperature=subject.temperature
     )
     out = out or Path(f"{Path(image_path).stem}-{method.value.replace('++', 'pp')}.png")
-    save_png(explanation.overlay(), out)
+    explanation.save(subject.classes, out)
     explained = explanation.class_index
     probability = float(explanation.probabilities[explained])
     peak = explanation.peak
@@ -102,9 +102,10 @@ def visualize(
         typer.Argument(metavar="[RUN] activations IMG | [RUN] filters", help="What to draw, after the run folder."),
     ],
     model: ModelOption = None,
-    layers: Annotated[int, typer.Option(help="activations: how many layers, from the input on.")] = 8,
+    layers: Annotated[int, typer.Option(help="activations: how many layers, spread from the input to the output.")] = 8,
     layer: Annotated[
-        str | None, typer.Option(help="filters: layer name (see 'cnnkit summary'); default: the first convolution.")
+        str | None,
+        typer.Option(help="filters: layer name (see 'cnnkit summary'); default: a convolution halfway through."),
     ] = None,
     filters: Annotated[int, typer.Option(help="filters: how many, from filter 0 on.")] = 16,
     steps: Annotated[int, typer.Option(help="filters: gradient ascent steps.")] = 40,

@@ -35,7 +35,7 @@ def export(
     check_images: Annotated[int, typer.Option(help="Validation images the export is checked on, at most.")] = 500,
     json_output: JsonOption = False,
 ) -> None:
-    """Export a run to ONNX, Core ML or TorchScript, check it against the original and write NAME.card.json.
+    """Export a run to ONNX, Core ML or TorchScript, check it against the original and write FILE.card.json beside it.
 
     Exits with status 1 when the file was written but a check failed (the card says which).
     """

@@ -31,7 +31,13 @@ def evaluate(
     data: Annotated[
         str | None, typer.Option(help="Other data with the same class folders; default: the run's.")
     ] = None,
-    split: Annotated[str | None, typer.Option(help="train, val or test; default test if present, else val.")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="train, val (valid, validation), test or all; default test if present, else val; "
+            "--data without split folders: all."
+        ),
+    ] = None,
     tta: Annotated[
         Tta, typer.Option(help="Test-time augmentation: flip averages each image with its mirror.")
     ] = Tta.none,
@@ -51,7 +57,7 @@ def evaluate(
     if json_output:
         print_json(analysis.to_dict())
         return
-    table = Table(title=f"{run} — {result.split} split, {len(result.labels)} images, accuracy {result.accuracy:.2%}")
+    table = Table(title=f"{run} — {result.describe()}: {len(result.labels)} images, accuracy {result.accuracy:.2%}")
     for column in ("class", "precision", "recall", "f1-score", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name in [*result.classes, "macro avg", "weighted avg"]:
@@ -61,7 +67,7 @@ def evaluate(
         )
     console.print(table)
     print_headline(analysis)
-    console.print(f"confusion matrix: {Path(run) / 'confusion_matrix.png'}")
+    console.print(f"saved {analysis.files['evaluation']} and {analysis.files['confusion_matrix']}")
 
 
 @app.command()

@@ -89,12 +89,37 @@ class DatasetSplits:
         return {path: why for split in splits for path, why in split.skipped.items()}
 
     def split(self, name: str) -> ImageList:
-        if name not in ("train", "val", "test"):
-            raise CnnkitError(f"--split must be train, val or test, not {name!r}")
+        """``train``, ``val`` (or ``valid``, ``validation``), ``test``, or ``all``: every split together."""
+        name = canonical_split(name)
+        if name == "all":
+            return join_image_lists([s for s in (self.train, self.val, self.test) if s is not None])
         chosen = getattr(self, name)
         if chosen is None:
-            raise CnnkitError(f"dataset {self.name} has no {name} split; use --split val")
+            raise CnnkitError(f"dataset {self.name} has no {name} split; use --split val, or --split all")
         return chosen
+
+
+SPLIT_CHOICES = "train, val (or valid, validation), test or all"
+
+
+def canonical_split(name: str) -> str:
+    """The split a user's name means: ``validation`` and ``valid`` are ``val``; ``all`` is every image."""
+    lowered = name.strip().lower()
+    for canonical, names in {**SPLIT_NAMES, "all": ("all",)}.items():
+        if lowered in names:
+            return canonical
+    raise CnnkitError(f"--split must be {SPLIT_CHOICES}, not {name!r}")
+
+
+def join_image_lists(lists: list[ImageList]) -> ImageList:
+    """One list of every image of ``lists``, in order (the pixels of built-in data included)."""
+    with_arrays = all(part.arrays is not None for part in lists)
+    return ImageList(
+        [source for part in lists for source in part.sources],
+        [label for part in lists for label in part.labels],
+        [array for part in lists for array in part.arrays] if with_arrays else None,  # type: ignore[union-attr]
+        {path: why for part in lists for path, why in part.skipped.items()},
+    )
 
 
 def _is_hidden(name: str) -> bool:
@@ -277,6 +302,27 @@ def scan_folder(
                 f"the {split} split of {root} has no images{unreadable}; put image files in its class folders"
             )
     return result
+
+
+def scan_whole_folder(
+    root: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, drop_empty_classes: bool = False
+) -> DatasetSplits:
+    """A flat folder of class sub-folders kept whole, for scoring a model on it: every image is in ``all``.
+
+    Its ``train`` list holds every image and ``val`` none; ``layout`` is ``whole``.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CnnkitError(f"data folder {root} does not exist; give a folder of class sub-folders")
+    found = [p.name for p in _class_folders(root)[0]]
+    _require_classes(found, root)
+    scan = _scan_classes(root, found)
+    classes, notes = _settle_empty_classes(scan, found, drop_empty_classes)
+    everything = scan.image_list(classes)
+    notes = [f"whole folder, {len(everything)} images, not split", *notes, *_hidden_note(scan.hidden)]
+    whole = DatasetSplits(root.name, str(root), classes, everything, ImageList([], []), None, "whole", notes)
+    whole.max_pixels = max_pixels
+    return whole
 
 
 def _scan_flat_folder(root: Path, val_split: float, test_split: float, seed: int, drop_empty: bool) -> DatasetSplits:

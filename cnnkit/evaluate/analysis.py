@@ -24,17 +24,15 @@ from cnnkit.evaluate.calibration import (
 )
 from cnnkit.evaluate.dataset_views import crops_of, to_hwc
 from cnnkit.evaluate.interpret import Interpretation, PredictionCase, interpret
-from cnnkit.evaluate.metrics import Evaluation, evaluate
+from cnnkit.evaluate.metrics import Evaluation, confusion_matrix_name, evaluate, evaluation_data
 from cnnkit.evaluate.plots import plot_confused_pairs, plot_image_grid, plot_reliability_diagram, plot_roc_curves
 from cnnkit.fileio import write_json
 from cnnkit.run import Run, load_run
 
 
 def run_dataset(run: Run, data: str | Path | DatasetSplits | None = None) -> DatasetSplits:
-    """The dataset a run was trained on (or ``data``), split exactly as training split it."""
-    if isinstance(data, DatasetSplits):
-        return data
-    return run.load_dataset(data)
+    """The dataset a run was trained on, split exactly as training split it, or ``data`` (see ``evaluation_data``)."""
+    return evaluation_data(run, data)
 
 
 @dataclass
@@ -90,16 +88,16 @@ def save_analysis(analysis: Analysis, run: Run, dataset: DatasetSplits) -> dict[
     :func:`cnnkit.evaluate.evaluate` wrote.
     """
     evaluation, interpretation = analysis.evaluation, analysis.interpretation
-    split = evaluation.split
+    split, tag = evaluation.split, evaluation.tag
     files = {
-        "evaluation": run.path / f"evaluation_{split}.json",
-        "confusion_matrix": run.path / "confusion_matrix.png",
-        "interpretation": run.path / f"interpretation_{split}.json",
-        "roc_curves": run.path / f"roc_curves_{split}.png",
-        "reliability": run.path / f"reliability_{split}.png",
-        "confused_pairs": run.path / f"confused_pairs_{split}.png",
-        "confidently_wrong": run.path / f"confidently_wrong_{split}.png",
-        "hesitant": run.path / f"hesitant_{split}.png",
+        "evaluation": run.path / f"evaluation_{tag}.json",
+        "confusion_matrix": run.path / confusion_matrix_name(evaluation),
+        "interpretation": run.path / f"interpretation_{tag}.json",
+        "roc_curves": run.path / f"roc_curves_{tag}.png",
+        "reliability": run.path / f"reliability_{tag}.png",
+        "confused_pairs": run.path / f"confused_pairs_{tag}.png",
+        "confidently_wrong": run.path / f"confidently_wrong_{tag}.png",
+        "hesitant": run.path / f"hesitant_{tag}.png",
     }
     write_json(files["interpretation"], {**interpretation.to_dict(), "headline": analysis.headline()})
     plot_roc_curves(evaluation.probabilities, evaluation.labels, evaluation.classes, files["roc_curves"])
@@ -111,9 +109,8 @@ def save_analysis(analysis: Analysis, run: Run, dataset: DatasetSplits) -> dict[
     _gallery(
         interpretation.confidently_wrong, images, files["confidently_wrong"], "Confidently wrong (true → predicted)"
     )
-    _gallery(
-        interpretation.hesitant, images, files["hesitant"], "Hesitant: smallest margin between the top two classes"
-    )
+    title = f"Hesitant: top two classes less than {interpretation.hesitant_margin:g} apart"
+    _gallery(interpretation.hesitant, images, files["hesitant"], title)
     return files
 
 
@@ -141,7 +138,8 @@ def analyze(
     """
     run = run if isinstance(run, Run) else load_run(run)
     dataset = run_dataset(run, data)
-    calibration = calibrate(run, dataset, tta) if calibrate_first else load_calibration(run.path)
+    own_validation = None if dataset.layout == "whole" else dataset  # a whole folder has no validation split
+    calibration = calibrate(run, own_validation, tta) if calibrate_first else load_calibration(run.path)
     evaluation = evaluate(run, data=dataset, split=split, tta=tta, save=save)
     calibrated_ece = (
         expected_calibration_error(

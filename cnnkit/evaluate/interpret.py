@@ -18,6 +18,7 @@ from cnnkit.evaluate.calibration import expected_calibration_error
 from cnnkit.evaluate.metrics import Evaluation
 
 GALLERY_SIZE = 12
+HESITANT_MARGIN = 0.2  # a prediction is hesitant when the runner-up's probability is this close to the top one
 
 
 @dataclass
@@ -80,12 +81,23 @@ def confidently_wrong(
     return [_case(int(i), probabilities, labels, sources, classes) for i in order[:limit]]
 
 
-def hesitant(
-    probabilities: np.ndarray, labels: np.ndarray, sources: list[str], classes: list[str], limit: int = GALLERY_SIZE
-) -> list[PredictionCase]:
-    """Predictions, right or wrong, with the smallest margin between the top two classes first."""
+def _margins(probabilities: np.ndarray) -> np.ndarray:
     top_two = np.sort(probabilities, axis=1)[:, -2:]
-    order = np.argsort(top_two[:, 1] - top_two[:, 0], kind="stable")
+    return top_two[:, 1] - top_two[:, 0]
+
+
+def hesitant(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    sources: list[str],
+    classes: list[str],
+    limit: int = GALLERY_SIZE,
+    max_margin: float = HESITANT_MARGIN,
+) -> list[PredictionCase]:
+    """Predictions, right or wrong, whose top two classes are less than ``max_margin`` apart, closest first."""
+    margins = _margins(probabilities)
+    order = np.argsort(margins, kind="stable")
+    order = order[margins[order] < max_margin]
     return [_case(int(i), probabilities, labels, sources, classes) for i in order[:limit]]
 
 
@@ -134,6 +146,8 @@ class Interpretation:
     confused_pairs: list[ConfusedPair]
     confidently_wrong: list[PredictionCase]
     hesitant: list[PredictionCase]
+    hesitant_count: int = 0  # images with a margin below hesitant_margin; the gallery shows the closest
+    hesitant_margin: float = HESITANT_MARGIN
 
     @property
     def macro_roc_auc(self) -> float | None:
@@ -151,6 +165,8 @@ class Interpretation:
             "confused_pairs": [pair.to_dict() for pair in self.confused_pairs],
             "confidently_wrong": [case.to_dict() for case in self.confidently_wrong],
             "hesitant": [case.to_dict() for case in self.hesitant],
+            "hesitant_count": self.hesitant_count,
+            "hesitant_margin": self.hesitant_margin,
         }
 
 
@@ -167,4 +183,5 @@ def interpret(evaluation: Evaluation, limit: int = GALLERY_SIZE, top_k: int | No
         confused_pairs=confused_pairs(evaluation.confusion, classes),
         confidently_wrong=confidently_wrong(probabilities, labels, evaluation.sources, classes, limit),
         hesitant=hesitant(probabilities, labels, evaluation.sources, classes, limit),
+        hesitant_count=int((_margins(probabilities) < HESITANT_MARGIN).sum()) if len(labels) else 0,
     )

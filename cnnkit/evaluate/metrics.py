@@ -33,14 +33,27 @@ class Evaluation:
     sources: list[str]
     tta: str = "none"
     skipped: list[str] = field(default_factory=list)
+    data: str = ""  # the folder (or built-in dataset) scored
+    tag: str = ""  # what its files are named after: the split for the run's own data, else the folder
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or self.split
 
     @property
-    def predictions(self) -> np.ndarray:
-        return self.probabilities.argmax(1)
+    def own_data(self) -> bool:
+        return self.tag == self.split
+
+    def describe(self) -> str:
+        """What was scored: ``test split of DATA``, or ``all of DATA (a whole folder)`` for other data."""
+        if self.split == "all":
+            return f"all of {self.data}" + ("" if self.own_data else " (a whole folder)")
+        return f"{self.split} split of {self.data}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "split": self.split,
+            "data": self.data,
+            "scored": self.describe(),
             "num_images": len(self.labels),
             "accuracy": self.accuracy,
             "tta": self.tta,
@@ -78,6 +91,48 @@ def score(
     )
 
 
+def other_data(run: Run, data: str | Path | DatasetSplits | None) -> bool:
+    """Whether ``data`` is something else than the data the run was trained on."""
+    if data is None:
+        return False
+    given = data.root if isinstance(data, DatasetSplits) else str(data)
+    trained = str(run.config.data)
+    return given != trained and Path(given).expanduser().resolve() != Path(trained).expanduser().resolve()
+
+
+def evaluation_data(run: Run, data: str | Path | DatasetSplits | None) -> DatasetSplits:
+    """The run's own data split as in training; another folder with split folders, split the same way;
+    another flat folder of class sub-folders, whole (its every image is split ``all``)."""
+    from cnnkit.data.folders import find_split_folders, scan_whole_folder
+
+    if isinstance(data, DatasetSplits):
+        return data
+    if other_data(run, data) and Path(data).is_dir() and "train" not in find_split_folders(Path(data)):
+        cfg = run.config
+        return scan_whole_folder(data, max_pixels=cfg.max_pixels, drop_empty_classes=cfg.drop_empty_classes)
+    return run.load_dataset(data)
+
+
+def _file_tag(dataset: DatasetSplits, split: str) -> str:
+    """``photos`` (whole) or ``photos_val``; a folder named like a split takes its parent's name too."""
+    root = Path(dataset.root)
+    name = root.name or dataset.name
+    if name.lower() in ("train", "val", "valid", "validation", "test", "all"):
+        name = f"{root.parent.name}_{name}"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return name if split == "all" else f"{name}_{split}"
+
+
+def resolve_split(run: Run, dataset: DatasetSplits, split: str | None) -> tuple[str, str]:
+    """(split, file tag): ``split`` defaults to ``all`` for a whole folder, else ``test`` when present, else ``val``."""
+    from cnnkit.data.folders import canonical_split
+
+    if split is None:
+        split = "all" if dataset.layout == "whole" else "test" if dataset.test is not None else "val"
+    split = canonical_split(split)
+    return split, (_file_tag(dataset, split) if other_data(run, dataset) else split)
+
+
 def evaluate(
     run: str | Path | Run,
     data: str | Path | DatasetSplits | None = None,
@@ -87,30 +142,37 @@ def evaluate(
     device: str = "auto",
     save: bool = True,
 ) -> Evaluation:
-    """Evaluate a trained run on a split of its own data (or of ``data``: a folder with the same class
-    folders, or a :class:`DatasetSplits`).
+    """Evaluate a trained run on a split of its own data, or on ``data``: a folder with the same class
+    folders (scored whole unless it has train/val/test folders), or a :class:`DatasetSplits`.
 
-    ``split`` defaults to ``test`` when the dataset has one, else ``val``. With ``save``, writes
-    ``evaluation_<split>.json`` and ``confusion_matrix.png`` into the run folder.
+    ``split`` (train, val, test or all) defaults to ``test`` when the dataset has one, else ``val``;
+    a whole folder defaults to ``all``. With ``save``, writes ``evaluation_<split>.json`` and
+    ``confusion_matrix.png`` into the run folder; other data gets ``evaluation_<folder>.json`` and
+    ``confusion_matrix_<folder>.png``, so the run's own evaluation is never overwritten.
     """
     run = run if isinstance(run, Run) else load_run(run)
-    dataset = data if isinstance(data, DatasetSplits) else run.load_dataset(data)
+    dataset = evaluation_data(run, data)
     if dataset.classes != run.classes:
         raise CnnkitError(
             f"classes of {dataset.root} ({', '.join(dataset.classes)}) differ from the run's ({', '.join(run.classes)})"
         )
-    split = split or ("test" if dataset.test is not None else "val")
+    split, tag = resolve_split(run, dataset, split)
     predictor = Predictor.create(run.load_model(), run.classes, device=device)
     decoded = decode_images(dataset.split(split), predictor.preprocessing)
     if len(decoded.labels) == 0:
-        raise CnnkitError(f"the {split} split has no readable images")
+        raise CnnkitError(f"the {split} split of {dataset.root} has no readable images")
     evaluation = score(predictor.probabilities(decoded.images, batch_size, tta), decoded, run.classes, split, tta)
+    evaluation.data, evaluation.tag = dataset.root, tag
     if save:
-        write_json(run.path / f"evaluation_{split}.json", evaluation.to_dict())
+        write_json(run.path / f"evaluation_{tag}.json", evaluation.to_dict())
         plot_confusion_matrix(
             evaluation.confusion,
             run.classes,
-            run.path / "confusion_matrix.png",
-            title=f"Confusion matrix ({split}, accuracy {evaluation.accuracy:.1%})",
+            run.path / confusion_matrix_name(evaluation),
+            title=f"Confusion matrix ({evaluation.describe()}, accuracy {evaluation.accuracy:.1%})",
         )
     return evaluation
+
+
+def confusion_matrix_name(evaluation: Evaluation) -> str:
+    return "confusion_matrix.png" if evaluation.own_data else f"confusion_matrix_{evaluation.tag}.png"

@@ -39,6 +39,7 @@ class ModelCard:
     temperature: float
     latency_ms: float
     latency_device: str
+    starting_weights: str = ""  # where training started from: a wheel, a file and its SHA-256, or random init
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,4 +87,5 @@ def model_card(run: Run, device: str = "auto") -> ModelCard:
         temperature=predictor.temperature,
         latency_ms=measure_latency(predictor),
         latency_device=describe_machine(predictor),
+        starting_weights=facts.weights,
     )

@@ -31,7 +31,6 @@ from cnnkit.fileio import write_json, write_text
 from cnnkit.run import Run, load_run
 
 THUMBNAIL_SIZE = 160
-CLEAR_MARGIN = 0.5
 
 STYLE = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #2f6fde; --bad: #c53030; --good: #2f855a;
@@ -207,12 +206,30 @@ def _dataset_section(views: DatasetViews, augment: str) -> str:
     )
 
 
-def _training_section(curves: Path | None, landmarks: CurveLandmarks) -> str:
+def kept_model_text(metrics: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Which epoch and stage the kept weights come from, and whether fine-tuning was thrown away."""
+    epoch, stage = metrics.get("best_epoch"), metrics.get("best_stage")
+    if epoch is None or stage is None:
+        return ""
+    accuracy = metrics.get("val_accuracy")
+    scored = f" (validation accuracy {accuracy:.1%})" if accuracy is not None else ""
+    text = f"The kept model is the one of epoch {int(epoch)}, {stage} stage{scored}: the best validation accuracy."
+    fine_tuned = sum(1 for row in history if row.get("stage") == "fine_tune")
+    if stage == "head" and fine_tuned:
+        text += (
+            f" Fine-tuning ran for {fine_tuned} epoch(s) but never beat the head stage, so its weights were "
+            "discarded: this model is the frozen base with the trained head."
+        )
+    return text
+
+
+def _training_section(curves: Path | None, landmarks: CurveLandmarks, kept: str = "") -> str:
     if curves is None:
         return '<section id="training"><h2>Training</h2><p class="muted">This run has no history.csv.</p></section>'
     caption = "Loss and accuracy per epoch; shaded: likely overfitting; dotted: lowest validation loss"
+    kept_html = f"<p><b>{_escape(kept)}</b></p>" if kept else ""
     return (
-        f'<section id="training"><h2>Training</h2><p>{_escape(landmarks.describe())}</p>'
+        f'<section id="training"><h2>Training</h2>{kept_html}<p>{_escape(landmarks.describe())}</p>'
         f"{_figure(curves, caption)}</section>"
     )
 
@@ -306,25 +323,34 @@ def _gallery_html(cases: list[PredictionCase], plain: dict[str, str], heatmaps: 
     return f'<div class="gallery">{"".join(items)}</div>'
 
 
+def _hesitant_text(analysis: Analysis) -> str:
+    interpretation = analysis.interpretation
+    margin, count, shown = interpretation.hesitant_margin, interpretation.hesitant_count, interpretation.hesitant
+    total = len(analysis.evaluation.labels)
+    if not count:
+        return (
+            f"<p>No image was hesitant: for each of the {total} images the two most likely classes were at least "
+            f"{margin:g} apart in probability.</p>"
+        )
+    showing = f"; the {len(shown)} closest are shown" if len(shown) < count else ""
+    return (
+        f"<p>{count} of {total} images were hesitant: the two most likely classes less than {margin:g} apart in "
+        f"probability, right or wrong. That is where the classes overlap{showing}.</p>"
+    )
+
+
 def _mistakes_section(analysis: Analysis, plain: dict[str, str], heatmaps: dict[str, str]) -> str:
     interpretation = analysis.interpretation
-    hesitant = interpretation.hesitant
-    closest_call = (
-        f" Even the closest call here had a margin of {hesitant[0].margin:.2f}: no image was a toss-up."
-        if hesitant and hesitant[0].margin >= CLEAR_MARGIN
-        else ""
-    )
     heatmap_note = (
         " The second picture shows where the model looked for the wrong class (Grad-CAM)." if heatmaps else ""
     )
+    hesitant = _gallery_html(interpretation.hesitant, plain, heatmaps={}) if interpretation.hesitant else ""
     return (
         '<section id="mistakes"><h2>Worst predictions</h2>'
         "<h3>Confidently wrong</h3><p>Wrong answers the model was surest about. Some reveal a blind spot; others "
         f"turn out to carry the wrong label in the dataset: check them first.{heatmap_note}</p>"
         f"{_gallery_html(interpretation.confidently_wrong, plain, heatmaps)}"
-        "<h3>Hesitant</h3><p>The smallest margins between the two most likely classes, right or wrong: where the "
-        f"classes overlap.{closest_call}</p>"
-        f"{_gallery_html(interpretation.hesitant, plain, heatmaps={})}</section>"
+        f"<h3>Hesitant</h3>{_hesitant_text(analysis)}{hesitant}</section>"
     )
 
 
@@ -357,6 +383,7 @@ def _model_section(card: ModelCard) -> str:
     rows = [
         ["architecture", f"<b>{_escape(card.architecture)}</b> — {_escape(card.description)}"],
         ["ImageNet-pretrained start", "yes" if card.pretrained else "no"],
+        ["starting weights", _escape(card.starting_weights)],
         ["parameters", f"{card.parameters:,}"],
         ["weights file", f"{card.weights_bytes / 1e6:.2f} MB (model.safetensors)"],
         ["input", f"{card.input_size} × {card.input_size} px, {card.channels} channel(s)"],
@@ -388,7 +415,7 @@ def render_report(
     sections = [
         _headline_section(analysis),
         _dataset_section(views, run.facts.augment),
-        _training_section(curves, landmarks),
+        _training_section(curves, landmarks, kept_model_text(run.metrics, run.history if curves else [])),
         _metrics_section(analysis),
         _per_class_section(analysis, views.summary.counts["train"]),
         _mistakes_section(analysis, *thumbnails),

@@ -8,11 +8,12 @@ size 1 move a typical pixel by up to about 40 grey levels. The notes' recipe, do
 at once: one image per filter in a batch, each with its own gradient normalization. Every filter
 starts from the same noisy image, so the differences between the patterns are the filters' own.
 
-The default layer is the first convolution, taken before its activation. Its mean response is
-linear in the pixels and depends only on each colour channel's mean, so every filter's response
-can be raised and its pattern is a flat colour (with a thin frame from the zero padding): the
-notes' "colours" of block1_conv1. Deeper layers (``--layer``) give stripes, then textures. After
-a ReLU, a filter that the grey start leaves at zero has no gradient and keeps the noise.
+The default layer is a full (not depthwise) convolution halfway through the network, taken before
+its activation: its patterns are stripes and textures, what the network builds its classes from.
+The first convolution (``--layer`` with its name) is linear in the pixels, and its mean response
+depends only on each colour channel's mean, so its patterns are flat colours (the notes' "colours"
+of block1_conv1). After a ReLU, a filter that the grey start leaves at zero has no gradient and
+keeps the noise.
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ class FilterPatterns:
 
 
 def default_filter_layer(model: Classifier, size: int) -> str:
-    """The first convolution of ``model.features``, in the order the network runs its layers."""
+    """The middle one of ``model.features``' full convolutions (depthwise ones left out), in the order they run.
+
+    Halfway through, a filter has a receptive field large enough for a texture or a part of an object.
+    """
     calls = trace_calls(model, torch.zeros(1, model.preprocessing.channels, size, size, device=model_device(model)))
     convolutions = [call.name for call in calls if isinstance(call.module, nn.Conv2d)]
     if not convolutions:
         raise CnnkitError("this model has no convolution; pass --layer to pick one of its layers")
-    return convolutions[0]
+    full = [call.name for call in calls if isinstance(call.module, nn.Conv2d) and call.module.groups == 1]
+    candidates = full or convolutions
+    return candidates[len(candidates) // 2]
 
 
 def _display(pattern: torch.Tensor) -> np.ndarray:

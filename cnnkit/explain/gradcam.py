@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from cnnkit.data.transforms import crop_box
 from cnnkit.errors import CnnkitError
 from cnnkit.explain.layers import capture_output, eval_mode, get_layer, last_spatial_layer, model_device
-from cnnkit.explain.overlay import DEFAULT_ALPHA, overlay_heatmap, to_rgb_array
+from cnnkit.explain.overlay import DEFAULT_ALPHA, overlay_heatmap, save_captioned_overlay, to_rgb_array
 from cnnkit.explain.source import model_input
 from cnnkit.models.classifier import Classifier
 
@@ -135,6 +136,16 @@ class Explanation:
     def overlay(self, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
         """The image with the heatmap blended over it: (H, W, 3) uint8, the image's own size."""
         return overlay_heatmap(to_rgb_array(self.image), self.heatmap, alpha, seen=self.seen_mask())
+
+    def caption(self, classes: list[str]) -> str:
+        """What the heatmap explains: ``Grad-CAM of 'cat' (p = 0.931), layer features.layer4``."""
+        name = "Grad-CAM" if self.method == "gradcam" else "Grad-CAM++"
+        probability = float(self.probabilities[self.class_index])
+        return f"{name} of {classes[self.class_index]!r} (p = {probability:.3f}), layer {self.layer}"
+
+    def save(self, classes: list[str], path: str | Path, alpha: float = DEFAULT_ALPHA) -> Path:
+        """The overlay as a PNG with a colour bar and :meth:`caption` as its title (also in the PNG's text)."""
+        return save_captioned_overlay(self.overlay(alpha), self.caption(classes), path)
 
     def top(self, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` most probable classes as (index, probability), best first."""

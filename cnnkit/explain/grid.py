@@ -15,6 +15,7 @@ import numpy as np
 from cnnkit.fileio import save_figure
 
 _FIGURE_WIDTH_INCHES = 14.0
+MAX_PIXELS = 2000  # the longer side of a saved grid figure
 
 
 def tile(images: np.ndarray, columns: int, gap: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -46,7 +47,8 @@ class Panel:
 def save_panels(panels: list[Panel], path: str | Path, title: str) -> Path:
     """Stack ``panels`` vertically in one figure, each as tall as its grid's aspect ratio needs, and save it.
 
-    The resolution is chosen so the widest grid keeps about one figure pixel per grid pixel.
+    The resolution is chosen so the widest grid keeps about one figure pixel per grid pixel, but the
+    figure's longer side stays within ``MAX_PIXELS`` (a tall stack of panels is drawn smaller).
     """
     heights = [panel.grid.shape[0] / panel.grid.shape[1] * _FIGURE_WIDTH_INCHES + 0.3 for panel in panels]
     fig, axes = plt.subplots(
@@ -64,5 +66,7 @@ def save_panels(panels: list[Panel], path: str | Path, title: str) -> Path:
         ax.axis("off")
     fig.suptitle(title)
     widest = max(panel.grid.shape[1] for panel in panels)
-    save_figure(fig, path, dpi=int(np.clip(widest / _FIGURE_WIDTH_INCHES, 60, 180)))
+    longest_inches = max(_FIGURE_WIDTH_INCHES, sum(heights) + 0.5)
+    dpi = min(np.clip(widest / _FIGURE_WIDTH_INCHES, 60, 180), MAX_PIXELS * 0.95 / longest_inches)
+    save_figure(fig, path, dpi=max(20, int(dpi)))
     return Path(path)

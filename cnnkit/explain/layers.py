@@ -142,7 +142,8 @@ def collect_first_calls(
 
     def record(name: str, module: nn.Module):
         def hook(_module: nn.Module, _inputs, output) -> None:
-            if LayerCall(name, module, tuple(output.shape)).is_spatial:
+            seen = any(call[0] == name for call in calls)  # a module run twice (ResNet's ReLU) counts once
+            if not seen and LayerCall(name, module, tuple(output.shape)).is_spatial:
                 calls.append((name, module, output.detach().clone()))
             if len(calls) >= count:
                 raise _Stop

@@ -1,4 +1,4 @@
-"""``NAME.card.json``: what an exported file is, what it expects, and how well it matched the original."""
+"""``FILE.card.json``: what an exported file is, what it expects, and how well it matched the original."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ def as_string_map(embedded: dict[str, Any]) -> dict[str, str]:
 
 
 def card_path(path: Path) -> Path:
-    """``model.int8.onnx`` -> ``model.int8.card.json``; ``model.mlpackage`` -> ``model.card.json``."""
-    return path.with_suffix(".card.json")
+    """The card of one exported file, named after the whole file name so that no two formats share a card:
+    ``model.onnx`` -> ``model.onnx.card.json``, ``model.int8.onnx`` -> ``model.int8.onnx.card.json``,
+    ``model.mlpackage`` -> ``model.mlpackage.card.json``."""
+    return path.with_name(path.name + ".card.json")
 
 
 def file_size(path: Path) -> int:

@@ -2,7 +2,8 @@
 
 Every export is verified before it is reported: float exports must pick the same class as PyTorch
 fp32 on every validation image and stay within 1e-4 in probability; int8 must lose at most one
-point of validation accuracy; Core ML is checked from its spec. The numbers go into ``NAME.card.json``.
+point of validation accuracy; Core ML is checked from its spec. The numbers go into
+``FILE.card.json`` (e.g. ``model.onnx.card.json``), one card per exported file.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def export(
     description: str | None = None,
     check_images: int = MAX_CHECK_IMAGES,
 ) -> ExportResult:
-    """Export a trained run for deployment, verify it against the original and write ``NAME.card.json`` beside it.
+    """Export a trained run for deployment, verify it against the original and write its card beside it
+    (``FILE.card.json``, e.g. ``model.onnx.card.json``).
 
     ``format`` is ``onnx``, ``coreml`` or ``torchscript``. ``int8`` (ONNX only) quantizes with ONNX
     Runtime, calibrated on training images. ``raw_input`` (ONNX, TorchScript) bakes preprocessing into

@@ -70,6 +70,17 @@ def example_input(preprocessing: Preprocessing, input_kind: str, batch: int = 2)
     return model_input(pixels, preprocessing, input_kind)
 
 
+def renormalized(probabilities: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their sums, in float64 then back to float32, so each sums to 1 within 1e-6.
+
+    An int8 model's output may be quantized after its softmax (files from elsewhere, or older cnnkit
+    exports), which leaves rows summing to 0.98 or 1.02; the division puts that right without changing
+    any ranking.
+    """
+    as_double = probabilities.double()
+    return (as_double / as_double.sum(1, keepdim=True).clamp_min(1e-12)).float()
+
+
 @dataclass
 class ExportedPredictor(ABC):
     """Runs an exported model on prepared uint8 images, like :class:`cnnkit.predictor.Predictor` does for PyTorch."""
@@ -92,7 +103,7 @@ class ExportedPredictor(ABC):
             probs = self.run_batch(model_input(batch, self.preprocessing, self.input_kind))
             if tta == "flip":
                 probs = (probs + self.run_batch(model_input(batch.flip(-1), self.preprocessing, self.input_kind))) / 2
-            outputs.append(probs)
+            outputs.append(renormalized(probs))
         return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:

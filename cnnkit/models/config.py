@@ -49,6 +49,8 @@ class ModelInfo:
 
     ``pretrained`` says where ImageNet weights come from: ``offline`` (inside an installed
     package), ``online`` (torchvision/timm download, needs a network) or ``none``.
+    ``weights_found()`` says where they would come from on this machine now (e.g.
+    ``"torchvision cache PATH"``), or ``None`` when they are not here and may not be downloaded.
     """
 
     name: str
@@ -59,3 +61,4 @@ class ModelInfo:
     family: str = ""
     imagenet_top1: float | None = None
     reference_params: dict[str, Any] = field(default_factory=dict)
+    weights_found: Any = None  # Callable[[], str | None]; None: the model has no pretrained weights

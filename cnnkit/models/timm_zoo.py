@@ -16,7 +16,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import ModelInfo, Preprocessing
 from cnnkit.models.registry import register_model
-from cnnkit.models.weights_cache import find_cached_weights
+from cnnkit.models.weights_cache import find_cached_weights, locate_weights
 from cnnkit.models.wrapping import classifier_from_network
 
 TIMM_PREFIX = "timm:"
@@ -88,13 +88,18 @@ def timm_model_info(timm_name: str) -> ModelInfo:
         description=f"timm model {timm_name}",
         pretrained="online" if has_weights else "none",
         family="timm",
+        weights_found=(lambda: locate_weights("timm", cfg.url or None, cfg.hf_hub_id)) if has_weights else None,
     )
 
 
 def _register(name: str, timm_name: str, **registration: Any) -> None:
-    preprocessing = _preprocessing(get_pretrained_cfg(timm_name))
+    cfg = get_pretrained_cfg(timm_name)
+    preprocessing = _preprocessing(cfg)
 
-    @register_model(name, preprocessing=preprocessing, pretrained="online", **registration)
+    def weights_found() -> str | None:
+        return locate_weights("timm", cfg.url or None, cfg.hf_hub_id)
+
+    @register_model(name, preprocessing=preprocessing, pretrained="online", weights_found=weights_found, **registration)
     def builder(
         num_classes: int, pretrained: bool = False, input_size: int = preprocessing.input_size, dropout: float = 0.0
     ) -> Classifier:

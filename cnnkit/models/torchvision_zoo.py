@@ -17,7 +17,7 @@ from cnnkit.models.blocks import LocalResponseNorm
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
 from cnnkit.models.registry import register_model
-from cnnkit.models.weights_cache import find_cached_weights
+from cnnkit.models.weights_cache import find_cached_weights, locate_weights
 from cnnkit.models.wrapping import classifier_from_network
 
 KERAS_TABLE = "Keras applications table (003 notes)"
@@ -61,6 +61,7 @@ def _registration(name: str, family: str, description: str, keras_params: int | 
         "family": family,
         "imagenet_top1": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
         "reference_params": reference,
+        "weights_found": lambda: locate_weights("torchvision", weights.url),
     }
 
 

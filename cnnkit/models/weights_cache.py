@@ -38,6 +38,16 @@ def _hugging_face_file(repo_id: str) -> Path | None:
     return None
 
 
+def locate_weights(library: str, url: str | None, hf_repo: str | None = None) -> str | None:
+    """Where ``library`` (torchvision or timm) would take pretrained weights from now, or ``None`` if nowhere."""
+    found = _hugging_face_file(hf_repo) if hf_repo else None
+    if found is None and url and hub_checkpoint_path(url).is_file():
+        found = hub_checkpoint_path(url)
+    if found is not None:
+        return f"{library} cache {found}"
+    return f"{library} download" if downloads_allowed() else None
+
+
 def find_cached_weights(model_name: str, url: str | None, hf_repo: str | None = None) -> Path | None:
     """The cached weight file, or ``None`` when it is missing but downloading is allowed.
 

@@ -33,21 +33,35 @@ def classifier_from_network(
     if keep_imagenet_head and imagenet_head.out_features == num_classes:
         head[-1] = imagenet_head
     model = Classifier(network, head, imagenet_head.in_features)
-    model.register_load_state_dict_pre_hook(_native_layout_loader(head_path, f"head.{len(head) - 1}"))
+    model.native_layout = (head_path, f"head.{len(head) - 1}")
+    model.register_load_state_dict_pre_hook(_native_layout_loader(*model.native_layout))
     return model
+
+
+def wrapped_layout(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with the library's keys (``fc.weight``) renamed to the wrapped ones, when it has them."""
+    renamed = dict(state_dict)
+    native_layout = getattr(model, "native_layout", None)
+    if native_layout is not None:
+        _rename(renamed, model.state_dict().keys(), *native_layout)
+    return renamed
+
+
+def _rename(state_dict: dict, own_keys, native_head: str, wrapped_head: str) -> None:
+    if all(key in own_keys for key in state_dict):
+        return
+    for key in list(state_dict):
+        if key.startswith(native_head + "."):
+            state_dict[wrapped_head + key[len(native_head) :]] = state_dict.pop(key)
+        else:
+            state_dict["features." + key] = state_dict.pop(key)
 
 
 def _native_layout_loader(native_head: str, wrapped_head: str):
     """A load hook that renames the library's keys (``fc.weight``) to the wrapped ones (``head.0.weight``)."""
 
     def rename(module: nn.Module, state_dict: dict, prefix: str, *_args) -> None:
-        own_keys = module.state_dict().keys()
-        if prefix or all(key in own_keys for key in state_dict):
-            return
-        for key in list(state_dict):
-            if key.startswith(native_head + "."):
-                state_dict[wrapped_head + key[len(native_head) :]] = state_dict.pop(key)
-            else:
-                state_dict["features." + key] = state_dict.pop(key)
+        if not prefix:
+            _rename(state_dict, module.state_dict().keys(), native_head, wrapped_head)
 
     return rename

@@ -7,6 +7,7 @@ the network, record the configuration, decode the images.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.fileio import write_json
 from cnnkit.models.classifier import Classifier, feature_blocks
 from cnnkit.models.registry import create_model, get_model_info
+from cnnkit.models.starting import RandomInitWarning, WeightsPlan, load_starting_weights, plan_weights
 from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
 from cnnkit.runtime import pick_device, resolve_precision
 from cnnkit.train.loaders import class_weights, views_per_class
@@ -69,7 +71,8 @@ def stage_epochs(config: TrainConfig, pretrained: bool) -> tuple[int, int]:
     return epochs, fine_tune if pretrained else 0
 
 
-def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classifier, pretrained: bool) -> RunFacts:
+def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classifier, plan: WeightsPlan) -> RunFacts:
+    pretrained = plan.pretrained
     augment = resolve_augment(config.augment.value, network.preprocessing)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
     epochs, fine_tune_epochs = stage_epochs(config, pretrained)
@@ -82,7 +85,7 @@ def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classif
         precision=resolve_precision(config.precision.value, device),
         device=str(device), dataset_layout=dataset.layout, dataset_notes=dataset.notes,
         model_kwargs={} if config.dropout is None else {"dropout": config.dropout},
-        weights="imagenet" if pretrained else "random initialisation", frozen_batchnorm=pretrained,
+        weights=plan.source, frozen_batchnorm=pretrained,
         feature_cache=pretrained and config.feature_cache,
     )  # fmt: skip
 
@@ -99,8 +102,9 @@ def prepare(
     config: TrainConfig, run_dir: Path, stored: RunFacts | None = None, dataset: DatasetSplits | None = None
 ) -> Prepared:
     """Scan (unless ``dataset`` is given), seed, build, record and decode; ``stored``: facts of a resumed run."""
-    info = get_model_info(config.model)
-    pretrained = info.pretrained == "offline" if config.pretrained is None else config.pretrained
+    plan = plan_weights(get_model_info(config.model), config.pretrained, config.weights)
+    if plan.warning:
+        warnings.warn(plan.warning, RandomInitWarning, stacklevel=2)
     if dataset is None:
         dataset = load_dataset(
             config.data, config.val_split, config.test_split, config.seed, max_pixels=config.max_pixels,
@@ -109,10 +113,12 @@ def prepare(
     L.seed_everything(config.seed, verbose=False)
     kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
     network = create_model(
-        config.model, len(dataset.classes), pretrained=pretrained, image_size=config.image_size,
+        config.model, len(dataset.classes), pretrained=plan.imagenet, image_size=config.image_size,
         head=config.head.value, **kwargs,
     )  # fmt: skip
-    facts = _initial_facts(config, dataset, network, pretrained)
+    if plan.file is not None:
+        load_starting_weights(network, plan.file)
+    facts = _initial_facts(config, dataset, network, plan)
     _check_same_data(stored, facts, run_dir)
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
