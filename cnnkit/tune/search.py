@@ -112,12 +112,11 @@ def _file_options(config: TrainConfig | str | Path | None) -> set[str]:
 def _space(space: str | Path | SearchSpace | None, base: TrainConfig, given: set[str]) -> SearchSpace:
     """The space to search; options the user gave (flags, keywords, a config file) stay fixed in the default one."""
     from cnnkit.models import get_model_info
+    from cnnkit.models.starting import plan_weights
 
     if isinstance(space, SearchSpace):
         return space
-    info = get_model_info(base.model)
-    pretrained = info.pretrained == "offline" if base.pretrained is None else base.pretrained
-    default = default_space(pretrained)
+    default = default_space(plan_weights(get_model_info(base.model), base.pretrained, base.weights).pretrained)
     searched = SearchSpace(tuple(param for param in default.params if param.name not in given))
     return searched if space is None else load_space(space, searched, base)
 

@@ -23,7 +23,7 @@ from typing import Any
 from cnnkit.config import TrainConfig, base_type, field_types
 from cnnkit.errors import CnnkitError
 
-NOT_SEARCHABLE = ("data", "out", "device", "logger", "image_cache", "max_pixels", "drop_empty_classes",
+NOT_SEARCHABLE = ("data", "out", "weights", "device", "logger", "image_cache", "max_pixels", "drop_empty_classes",
                   "val_split", "test_split", "seed")  # fmt: skip
 GRID_POINTS = 3  # values a range contributes to a grid search: both ends and the middle
 
