@@ -26,7 +26,7 @@ from typing import TypedDict
 import numpy as np
 
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage, check_signature
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, reject_url
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
@@ -249,7 +249,13 @@ def scan_folder(
     claims more are skipped then). A class whose folder holds no image file is an error naming
     it, unless ``drop_empty_classes``, which leaves it out of the classes and says so in the notes.
     """
+    reject_url(root, "data")
     root = Path(root).expanduser()
+    if root.is_file():
+        raise CnnkitError(
+            f"data {root} is a file; training needs a folder of class folders (DATA/CLASS/IMAGE), "
+            "or a built-in dataset name"
+        )
     if not root.is_dir():
         raise CnnkitError(
             f"data folder {root} does not exist; give a folder of class sub-folders or a built-in dataset name"
