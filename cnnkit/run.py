@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.config import RUN_ONLY_KEYS, TrainConfig
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, reject_url
 from cnnkit.fileio import read_json, read_yaml, sha256_file, write_text, write_yaml
 from cnnkit.models.config import Preprocessing
 
@@ -360,9 +360,10 @@ def read_run_files(path: Path) -> tuple[TrainConfig, RunFacts, list[str]]:
 
 def load_run(path: str | Path) -> Run:
     """Open a run folder written by :func:`cnnkit.train`."""
+    reject_url(path, "run folder")
     path = Path(path)
-    if path.is_file() and path.name in (WEIGHTS, CONFIG, CLASSES):
-        raise CnnkitError(f"{path} is a file of a run; pass its folder {path.parent} instead")
+    if path.is_file() and (path.name in (WEIGHTS, CONFIG, CLASSES) or (path.parent / CONFIG).is_file()):
+        raise CnnkitError(f"{path} is a file of a run; give the run folder {path.parent} instead")
     missing = [name for name in (CONFIG, CLASSES, WEIGHTS) if not (path / name).is_file()]
     if not path.is_dir() or missing:
         what = "does not exist" if not path.is_dir() else f"lacks {', '.join(missing)}"

@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from cnnkit.cli.check import check
+from cnnkit.cli.command import CnnkitCommand
 from cnnkit.cli.explain import explain, visualize
 from cnnkit.cli.export import export
+from cnnkit.cli.models import models
 from cnnkit.cli.output import JsonOption, console, errors, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
 from cnnkit.cli.serve import serve
@@ -21,11 +23,34 @@ app = typer.Typer(
     help="Train, evaluate and use convnet image classifiers. Start with: cnnkit train digits --model lenet5",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 
 
-@app.command()
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("cnnkit")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from cnnkit import __version__ as number
+        print(f"cnnkit {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Train, evaluate and use convnet image classifiers. Start with: cnnkit train digits --model lenet5"""
+
+
+@app.command(cls=CnnkitCommand)
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by 'cnnkit train'.")],
     data: Annotated[
@@ -70,7 +95,7 @@ def evaluate(
     console.print(f"saved {analysis.files['evaluation']} and {analysis.files['confusion_matrix']}")
 
 
-@app.command()
+@app.command(cls=CnnkitCommand)
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
     run: Annotated[Path | None, typer.Option(help="A trained run folder.")] = None,
@@ -99,37 +124,10 @@ def predict(
         raise typer.Exit(1)  # some images got no answer; the others did
 
 
-@app.command()
-def models(json_output: JsonOption = False) -> None:
-    """List the model registry: input size, parameters, multiply-adds, pretrained weights."""
-    from rich.table import Table
-
-    from cnnkit.models.catalog import describe_models
-
-    rows = describe_models()
-    if json_output:
-        print_json(rows)
-        return
-    table = Table(title="cnnkit models (parameters and GMACs at 1,000 classes, default input size)")
-    for column in ("name", "input", "params", "GMACs", "pretrained", "ImageNet top-1"):
-        justify = "right" if column in ("params", "GMACs", "input") else "left"
-        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
-    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=60)
-    for row in rows:
-        top1 = f"{row['imagenet_top1']:.1f}%" if row["imagenet_top1"] else "-"
-        table.add_row(
-            row["name"],
-            str(row["input_size"]),
-            f"{row['params']:,}",
-            f"{row['gmacs']:.2f}",
-            row["pretrained"],
-            top1,
-            row["description"],
-        )
-    console.print(table)
+app.command(cls=CnnkitCommand)(models)
 
 
-@app.command()
+@app.command(cls=CnnkitCommand)
 def summary(
     model: Annotated[str, typer.Argument(help="Model name; see 'cnnkit models'.")],
     num_classes: Annotated[int, typer.Option(help="Number of output classes.")] = 1000,
@@ -163,10 +161,8 @@ def summary(
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
 
 
-app.command()(train)
-app.command()(tune)
-for command in (report, explain, visualize, export, serve, check):
-    app.command()(command)
+for command in (train, tune, report, explain, visualize, export, serve, check):
+    app.command(cls=CnnkitCommand)(command)
 
 
 def main() -> None:

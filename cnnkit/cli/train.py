@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnkit.cli.output import JsonOption, console, print_json
+from cnnkit.cli.output import JsonOption, console, fail, print_json
 from cnnkit.config import base_type, flag, option_specs
 
 
@@ -64,7 +64,10 @@ def train(**options: Any) -> None:
 
     from cnnkit.train.trainer import train_opened
 
-    run = train_opened(opened, progress=not json_output)
+    try:
+        run = train_opened(opened, progress=not json_output)
+    except KeyboardInterrupt:
+        fail(interrupted(opened.run_dir), code=130)
     if json_output:
         print_json({"run": str(run.path), **run.metrics})
         return
@@ -76,6 +79,15 @@ def train(**options: Any) -> None:
     if "test_accuracy" in m:
         console.print(f"test accuracy {m['test_accuracy']:.2%} on {m['num_test']} images")
     console.print(f"next: cnnkit evaluate {run.path}")
+
+
+def interrupted(run_dir: Path) -> str:
+    """The one line Ctrl-C leaves: how to go on, or that there is nothing to go on from."""
+    from cnnkit.run import CONFIG
+
+    if (run_dir / CONFIG).is_file():
+        return f"interrupted; resume with: cnnkit train --resume {run_dir}"
+    return "interrupted before the first epoch ended; nothing was kept, train again"
 
 
 train.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]

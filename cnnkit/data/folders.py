@@ -26,7 +26,7 @@ from typing import TypedDict
 import numpy as np
 
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage, check_signature
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, reject_url
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
@@ -278,7 +278,13 @@ def scan_folder(
     ``without_test`` leaves the test split out: a test folder is not opened, and a flat folder's
     test share is set aside as usual (so train and validation stay the same) but not returned.
     """
+    reject_url(root, "data")
     root = Path(root).expanduser()
+    if root.is_file():
+        raise CnnkitError(
+            f"data {root} is a file; training needs a folder of class folders (DATA/CLASS/IMAGE), "
+            "or a built-in dataset name"
+        )
     if not root.is_dir():
         raise CnnkitError(
             f"data folder {root} does not exist; give a folder of class sub-folders or a built-in dataset name"

@@ -18,6 +18,7 @@ import torch
 
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage, decode_file, fit_channels
 from cnnkit.data.transforms import center_crop_resize, training_store_size
+from cnnkit.errors import is_url
 from cnnkit.models.config import Preprocessing
 
 Item = TypeVar("Item")
@@ -71,6 +72,8 @@ def prepare_images(
     """
 
     def attempt(path: str | Path) -> torch.Tensor | str:
+        if is_url(path):
+            return "is a URL: URLs are not downloaded; download the image first and give its local path"
         if not Path(path).exists():
             return "does not exist"
         if not Path(path).is_file():

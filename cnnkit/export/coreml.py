@@ -9,12 +9,15 @@ so elsewhere the package is checked from its spec (input, outputs, labels, scale
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,13 @@ def import_coremltools() -> Any:
     return coremltools
 
 
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Keep coremltools' tqdm bars ("Running MIL ... pipeline", passes/s), written to stderr, out of cnnkit's output."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def export_coreml(
     model: Classifier,
     preprocessing: Preprocessing,
@@ -107,7 +117,7 @@ def export_coreml(
         bias=normalization.bias[0] if grayscale else list(normalization.bias),
         color_layout=ct.colorlayout.GRAYSCALE if grayscale else ct.colorlayout.RGB,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_progress_bars():
         warnings.simplefilter("ignore", DeprecationWarning)  # hundreds, from coremltools' own internals
         converted = ct.convert(
             program,

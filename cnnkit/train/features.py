@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import track
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -31,6 +29,7 @@ from cnnkit.cache import cache_key
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path
 from cnnkit.runtime import autocast
+from cnnkit.train.progress import tracked
 
 SPILL_BYTES = 2 * 1024**3  # caches larger than this stay memory-mapped instead of being read into RAM
 
@@ -85,7 +84,7 @@ def extract_features(
 
     ``views`` is the number of copies of every image, or one number per image. ``out`` may be a
     preallocated (memory-mapped) array to fill, of any float dtype. The seed fixes which random
-    augmentations each copy gets. ``progress`` shows a bar with ETA on stderr.
+    augmentations each copy gets. ``progress`` shows a bar with ETA on stderr (plain lines in a log).
     """
     module.eval()
     views = _as_views(views, len(images))
@@ -95,7 +94,7 @@ def extract_features(
     if progress:
         most = int(views.max())
         description = f"Caching {len(images)} images x {most if int(views.min()) == most else f'up to {most}'} views"
-        starts = track(starts, description=description, console=Console(stderr=True))
+        starts = tracked(starts, len(starts), description)
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
         for start in starts:

@@ -7,6 +7,7 @@ a lower learning rate, on cached activations when the base can be cut below them
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from cnnkit.train.feature_cache import FeatureCache
 from cnnkit.train.loaders import Loaders, image_loaders
 from cnnkit.train.module import ClassifierModule, freeze, unfreeze_top_blocks
 from cnnkit.train.prepare import Prepared
+from cnnkit.train.progress import EpochProgress
 
 
 @dataclass
@@ -90,15 +92,9 @@ def plan_stages(prep: Prepared, cache: FeatureCache | None, recorder_best: Calla
 
 
 def fit_stage(
-    stage: Stage,
-    prep: Prepared,
-    progress: RunProgress,
-    *,
-    resume_from: Path | None,
-    extend: bool,
-    bars: bool,
-    extra_callbacks: Sequence[L.Callback] = (),
-) -> None:
+    stage: Stage, prep: Prepared, progress: RunProgress, *, resume_from: Path | None, extend: bool, bars: bool,
+    later_epochs: int = 0, extra_callbacks: Sequence[L.Callback] = (),
+) -> None:  # fmt: skip
     """Fit one stage; ``resume_from`` continues it from the run's checkpoint instead of from its start."""
     model, loaders = stage.build()
     module = ClassifierModule(
@@ -116,15 +112,28 @@ def fit_stage(
         *extra_callbacks,
     ]
     if bars:
-        callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True, console_kwargs={"stderr": True}))
+        callbacks.append(EpochProgress(progress.rows, stage.name, later_epochs))  # after the recorder
     trainer = L.Trainer(
         accelerator="gpu" if prep.device.type in ("cuda", "mps") else "cpu", devices=1, max_epochs=stage.epochs,
         precision=lightning_precision(stage.precision), callbacks=callbacks, logger=_loggers(prep),
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=bars, num_sanity_val_steps=0,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()], default_root_dir=prep.run_dir,
     )  # fmt: skip
-    trainer.fit(module, loaders.train, loaders.val, ckpt_path=resume_from, weights_only=True)
+    _fit(trainer, module, loaders, resume_from)
     recorder.finish_stage(trainer)
+
+
+def _fit(trainer: L.Trainer, module: ClassifierModule, loaders: Loaders, resume_from: Path | None) -> None:
+    """``trainer.fit``, where Ctrl-C stays a KeyboardInterrupt (Lightning turns it into ``sys.exit(1)``)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, loaders.train, loaders.val, ckpt_path=resume_from, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C once it caught one
 
 
 def _loggers(prep: Prepared) -> list | bool:

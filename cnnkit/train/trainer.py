@@ -27,6 +27,7 @@ from cnnkit.train.callbacks import RunProgress, set_rng_state
 from cnnkit.train.module import freeze
 from cnnkit.train.opening import OpenedRun, checkpoint_path, open_run
 from cnnkit.train.prepare import Prepared, prepare
+from cnnkit.train.progress import progress_console, start_line
 from cnnkit.train.stages import Stage, build_feature_cache, fit_stage, plan_stages
 
 
@@ -68,13 +69,16 @@ def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[A
     keep_freed_memory()
     try:
         prep = prepare(opened.config, opened.run_dir, opened.stored_facts, opened.dataset)
+        if progress:
+            _say_what_was_found(prep)
         started = time.perf_counter()  # the first stage's time includes building its feature cache
         cache = build_feature_cache(prep, progress)
         run_progress = opened.progress or RunProgress()
         stages = plan_stages(prep, cache, lambda model: _restore_best(run_progress, model))
         seconds: dict[str, float] = {}
         for index, stage in enumerate(stages):
-            _run_stage(index, stage, prep, run_progress, opened, progress, callbacks)
+            later = sum(later.epochs for later in stages[index + 1 :])
+            _run_stage(index, stage, prep, run_progress, opened, progress, later, callbacks)
             seconds[stage.name], started = round(time.perf_counter() - started, 2), time.perf_counter()
         timings = {"stage_seconds": seconds, **({} if cache is None else {"feature_cache_hit": cache.hit})}
         return _finish(prep, run_progress, timings)
@@ -85,13 +89,20 @@ def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[A
         release_run_dir(opened.run_dir)
 
 
+def _say_what_was_found(prep: Prepared) -> None:
+    splits = {"train": prep.train_images, "val": prep.val_images, "test": prep.test_images}
+    counts = {name: len(images.labels) for name, images in splits.items() if images is not None}
+    size = prep.facts.preprocessing.input_size
+    progress_console().print(start_line(counts, len(prep.dataset.classes), str(prep.device), size), soft_wrap=True)
+
+
 def _restore_best(progress: RunProgress, model: Any) -> None:
     if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
 
 
 def _run_stage(
-    index: int, stage: Stage, prep: Prepared, progress: RunProgress, opened: OpenedRun, bars: bool,
+    index: int, stage: Stage, prep: Prepared, progress: RunProgress, opened: OpenedRun, bars: bool, later: int,
     callbacks: Sequence[Any],
 ) -> None:  # fmt: skip
     """Run, continue, extend or skip one stage, depending on where a resumed run stopped."""
@@ -111,7 +122,7 @@ def _run_stage(
         progress.finished = False
     fit_stage(
         stage, prep, progress, resume_from=checkpoint_path(prep.run_dir) if resumed else None,
-        extend=resumed and opened.extends(stage.name), bars=bars, extra_callbacks=callbacks,
+        extend=resumed and opened.extends(stage.name), bars=bars, later_epochs=later, extra_callbacks=callbacks,
     )  # fmt: skip
 
 
