@@ -328,3 +328,14 @@ def test_fuzzed_files_are_decoded_or_rejected_by_name(tmp_path: Path) -> None:
     assert max(outcome.seconds for outcome in outcomes) < 10
     unnamed, left_out = unnamed_rejections(cases[:200], tmp_path / "fuzzed")
     assert unnamed == [] and left_out > 30
+
+
+@pytest.mark.parametrize("size", ["99999999999999999999", "0", "-3", "many"])
+def test_an_absurd_batch_size_is_one_line_before_anything_is_written(size: str, tmp_path: Path, monkeypatch, capsys):
+    from tests.test_cli import run_main
+
+    out = tmp_path / "run"
+    code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--batch-size", size, "--out", str(out))
+    message = err.strip().splitlines()[-1]  # Click puts its usage line above a value it cannot parse
+    assert code == 2 and "--batch-size" in message and "Traceback" not in err, err
+    assert not out.exists() or not any(out.iterdir())
