@@ -7,6 +7,7 @@ which is atomic on POSIX and Windows when both paths are on the same filesystem.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,12 +25,38 @@ if TYPE_CHECKING:
     import torch
 
 
+WRITE_FAILURES = {
+    errno.ENOSPC: "the disk is full; free some space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up; free some space or write somewhere else",
+    errno.EFBIG: "the file is too large for this file system; write somewhere else",
+    errno.EROFS: "the file system is read-only; choose a writable folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+    errno.ENAMETOOLONG: "the path is too long; choose a shorter folder or name",
+}
+
+
+def unwritable(path: str | Path, exc: BaseException, code: int | None = None) -> CnnkitError:
+    """One line for a file that cannot be written, naming it and what to do (``code``: an errno to assume)."""
+    reason = WRITE_FAILURES.get(code if code is not None else getattr(exc, "errno", None), str(exc))
+    return CnnkitError(f"cannot write {path}: {reason}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    A file-system failure (disk full, read-only, no permission, path too long) is a one-line
+    :class:`CnnkitError` naming ``path``; the file under its real name is then the old one, or absent.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        raise unwritable(path, exc) from exc
     os.close(fd)
     try:
         yield Path(tmp)
@@ -38,6 +65,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         crash_point("write")
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        raise unwritable(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -96,7 +127,12 @@ def save_weights(
     state = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
     contiguous = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        try:
+            save_file(contiguous, str(tmp), metadata=metadata)
+        except Exception as exc:  # safetensors reports a full disk as its own error, not an OSError
+            if "No space left" not in str(exc):
+                raise
+            raise unwritable(path, exc, errno.ENOSPC) from exc
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

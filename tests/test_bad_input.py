@@ -339,3 +339,39 @@ def test_an_absurd_batch_size_is_one_line_before_anything_is_written(size: str, 
     message = err.strip().splitlines()[-1]  # Click puts its usage line above a value it cannot parse
     assert code == 2 and "--batch-size" in message and "Traceback" not in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"), [(28, "the disk is full"), (30, "the file system is read-only"), (13, "permission denied")]
+)  # ENOSPC, EROFS, EACCES (raised by a stand-in: tests run as root and cannot fill a disk)
+def test_a_file_system_failure_while_training_is_one_line_and_leaves_no_half_run(
+    code: int, advice: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import os as real_os
+
+    from tests.test_cli import run_main
+
+    replace = real_os.replace
+
+    def failing_replace(source, target):
+        if str(target).endswith("model.safetensors"):
+            raise OSError(code, real_os.strerror(code))
+        return replace(source, target)
+
+    monkeypatch.setattr("cnnkit.fileio.os.replace", failing_replace)
+    out = tmp_path / "run"
+    exit_code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--model", "lenet5", "--epochs", "1",
+                                 "--out", str(out))  # fmt: skip
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # stderr also has the "found" line
+    assert exit_code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert f"cannot write {out / 'model.safetensors'}: {advice}" in err
+    assert not (out / "model.safetensors").exists() and not list(out.glob(".*.tmp"))
+
+
+def test_a_path_too_long_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from tests.test_cli import run_main
+
+    out = tmp_path / ("x" * 300)
+    code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--out", str(out))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "too long" in errors[0].lower() and "Traceback" not in err, err
