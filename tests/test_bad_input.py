@@ -375,3 +375,44 @@ def test_a_path_too_long_is_one_line(tmp_path: Path, monkeypatch, capsys) -> Non
     code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--out", str(out))
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "too long" in errors[0].lower() and "Traceback" not in err, err
+
+
+RUN_COMMANDS = {  # each command that reads a run folder, with the arguments it needs besides the folder
+    "evaluate": lambda run, image: ["evaluate", run],
+    "predict": lambda run, image: ["predict", image, "--run", run],
+    "report": lambda run, image: ["report", run],
+    "explain": lambda run, image: ["explain", run, image],
+    "visualize": lambda run, image: ["visualize", run, "filters"],
+    "export": lambda run, image: ["export", run],
+    "serve": lambda run, image: ["serve", run, "--port", "0"],
+    "resume": lambda run, image: ["train", "--resume", run],
+}
+
+
+@pytest.mark.parametrize("damage", ["missing", "config", "weights"])
+@pytest.mark.parametrize("command", sorted(RUN_COMMANDS))
+def test_every_command_given_a_missing_or_damaged_run_says_so_in_one_line(
+    command: str, damage: str, plain_run, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import shutil
+
+    from tests.test_cli import run_main
+
+    run = tmp_path / "run"
+    if damage != "missing":
+        shutil.copytree(plain_run.path, run)
+        broken = run / ("config.yaml" if damage == "config" else "model.safetensors")
+        broken.write_bytes(b"\x00garbage: [" + broken.read_bytes()[:40])
+    image = sklearn_image("china.jpg")
+    code, _, err = run_main(monkeypatch, capsys, *RUN_COMMANDS[command](str(run), image))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert str(run) in errors[0]
+
+
+@pytest.mark.parametrize("command", ["train", "check", "tune", "evaluate", "predict", "export", "serve"])
+def test_every_command_refuses_an_unknown_option_without_a_traceback(command: str, monkeypatch, capsys) -> None:
+    from tests.test_cli import run_main
+
+    code, _, err = run_main(monkeypatch, capsys, command, "--no-such-option")
+    assert code == 2 and "No such option" in err and "Traceback" not in err, err
