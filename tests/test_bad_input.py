@@ -365,6 +365,7 @@ def test_a_file_system_failure_while_training_is_one_line_and_leaves_no_half_run
     errors = [line for line in err.splitlines() if line.startswith("error:")]  # stderr also has the "found" line
     assert exit_code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert f"cannot write {out / 'model.safetensors'}: {advice}" in err
+    assert f"the last good checkpoint is kept: cnnkit train --resume {out}" in err
     assert not (out / "model.safetensors").exists() and not list(out.glob(".*.tmp"))
 
 

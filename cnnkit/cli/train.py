@@ -15,6 +15,7 @@ import typer
 
 from cnnkit.cli.output import JsonOption, console, fail, print_json
 from cnnkit.config import base_type, flag, option_specs
+from cnnkit.errors import CnnkitError
 
 
 def _option(name: str, annotation: Any, default: Any, help: str) -> inspect.Parameter:
@@ -68,6 +69,8 @@ def train(**options: Any) -> None:
         run = train_opened(opened, progress=not json_output)
     except KeyboardInterrupt:
         fail(interrupted(opened.run_dir), code=130)
+    except CnnkitError as exc:
+        raise CnnkitError(failed_later(opened.run_dir, exc)) from exc
     if json_output:
         print_json({"run": str(run.path), **run.metrics})
         return
@@ -88,6 +91,16 @@ def interrupted(run_dir: Path) -> str:
     if (run_dir / CONFIG).is_file():
         return f"interrupted; resume with: cnnkit train --resume {run_dir}"
     return "interrupted before the first epoch ended; nothing was kept, train again"
+
+
+def failed_later(run_dir: Path, exc: CnnkitError) -> str:
+    """A file that could not be written after the first checkpoint (a full disk, say) keeps the run: say how
+    to go on once the cause is fixed."""
+    from cnnkit.run import CHECKPOINT
+
+    if str(exc).startswith("cannot write") and (run_dir / CHECKPOINT).is_file():
+        return f"{exc}; the last good checkpoint is kept: cnnkit train --resume {run_dir}"
+    return str(exc)
 
 
 train.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
