@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import struct
 import warnings
 import zlib
@@ -34,6 +35,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.config import Preprocessing
 from cnnkit.predictor import Predictor, read_image
 from tests.conftest import sklearn_image, write_images, write_shapes_dataset
+from tests.test_cli import run_main
 
 SMALL = Preprocessing(input_size=32, crop_pct=0.875)
 
@@ -332,8 +334,6 @@ def test_fuzzed_files_are_decoded_or_rejected_by_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", ["99999999999999999999", "0", "-3", "many"])
 def test_an_absurd_batch_size_is_one_line_before_anything_is_written(size: str, tmp_path: Path, monkeypatch, capsys):
-    from tests.test_cli import run_main
-
     out = tmp_path / "run"
     code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--batch-size", size, "--out", str(out))
     message = err.strip().splitlines()[-1]  # Click puts its usage line above a value it cannot parse
@@ -348,8 +348,6 @@ def test_a_file_system_failure_while_training_is_one_line_and_leaves_no_half_run
     code: int, advice: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     import os as real_os
-
-    from tests.test_cli import run_main
 
     replace = real_os.replace
 
@@ -370,8 +368,6 @@ def test_a_file_system_failure_while_training_is_one_line_and_leaves_no_half_run
 
 
 def test_a_path_too_long_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    from tests.test_cli import run_main
-
     out = tmp_path / ("x" * 300)
     code, _, err = run_main(monkeypatch, capsys, "train", "digits", "--out", str(out))
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -395,10 +391,6 @@ RUN_COMMANDS = {  # each command that reads a run folder, with the arguments it 
 def test_every_command_given_a_missing_or_damaged_run_says_so_in_one_line(
     command: str, damage: str, plain_run, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    import shutil
-
-    from tests.test_cli import run_main
-
     run = tmp_path / "run"
     if damage != "missing":
         shutil.copytree(plain_run.path, run)
@@ -413,7 +405,5 @@ def test_every_command_given_a_missing_or_damaged_run_says_so_in_one_line(
 
 @pytest.mark.parametrize("command", ["train", "check", "tune", "evaluate", "predict", "export", "serve"])
 def test_every_command_refuses_an_unknown_option_without_a_traceback(command: str, monkeypatch, capsys) -> None:
-    from tests.test_cli import run_main
-
     code, _, err = run_main(monkeypatch, capsys, command, "--no-such-option")
     assert code == 2 and "No such option" in err and "Traceback" not in err, err

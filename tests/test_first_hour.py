@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cnnkit.cli.main import app, main
+from cnnkit.cli.main import app
 from tests.conftest import write_shapes_dataset
+from tests.test_cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "lightning", "timm", "onnx", "sklearn", "matplotlib")
@@ -30,14 +31,6 @@ def cnnkit(*args: str, timeout: float = 120, **env: str) -> subprocess.Completed
     """The real command in a fresh process: stdout and stderr are pipes, not a terminal."""
     command = [sys.executable, "-m", "cnnkit.cli.main", *args]
     return subprocess.run(command, capture_output=True, text=True, env=child_env(**env), timeout=timeout)
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["cnnkit", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

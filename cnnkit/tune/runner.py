@@ -19,9 +19,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.run import CONFIG, METRICS, load_run
 from cnnkit.train import train
 from cnnkit.tune.report import format_params, trial_rows, write_report
-from cnnkit.tune.search import TRIALS_DIR, TuneResult, best_config, keep_only, trial_config, trial_dir, write_best
 from cnnkit.tune.space import SearchSpace
 from cnnkit.tune.study import FINISHED, ReportToTrial, finished_trials, open_study
+from cnnkit.tune.trials import TRIALS_DIR, TuneResult, best_config, keep_only, trial_config, trial_dir, write_best
 
 EVALUATED_RUN = "best-run"
 
