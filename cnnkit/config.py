@@ -24,7 +24,13 @@ class Augment(StrEnum):
     auto = "auto"
     standard = "standard"
     light = "light"
+    shift_flip = "shift_flip"
     none = "none"
+
+
+class Schedule(StrEnum):
+    plateau = "plateau"
+    one_cycle = "one_cycle"
 
 
 class Head(StrEnum):
@@ -90,12 +96,24 @@ class TrainConfig:
     )
     unfreeze: str = _option("auto", "What fine-tuning trains: auto (top third of the base's blocks), all, or top:N.")
     head: Head = _option(Head.linear, "linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")
-    augment: Augment = _option(Augment.auto, "Augmentation preset; auto = standard for colour, light for grayscale.")
+    augment: Augment = _option(
+        Augment.auto, "Augmentation preset; auto = standard for colour, light for grayscale; shift_flip = shifts of "
+        "up to 1/8 of the side and flips (small images).",
+    )  # fmt: skip
     pretrained: bool | None = _option(None, "Start from ImageNet weights (default: when they are available offline).")
     weights: str | None = _option(
         None, "Start from this local weights file: .safetensors, or a torchvision/timm .pth state dict (read "
         "without running code); a head of another shape is replaced. Implies the pretrained recipe.",
     )  # fmt: skip
+    schedule: Schedule = _option(
+        Schedule.plateau, "Learning rate: plateau (divide by 3 after 2 epochs without a lower val loss) or one_cycle "
+        "(warm up to --lr over the first 25% of batches, then anneal to zero).",
+    )  # fmt: skip
+    label_smoothing: float = _option(
+        0.0, "Label smoothing of the cross-entropy loss (0.1-0.2 helps short from-scratch runs).", low=0.0, high=1.0,
+        open_high=True,
+    )  # fmt: skip
+    test_tta: Tta = _option(Tta.none, "Test-time augmentation of the test score at the end of training: none or flip.")
     dropout: float | None = _option(None, "Dropout before the last dense layer.", low=0.0, high=1.0, open_high=True)
     weight_decay: float = _option(0.0, "L2 penalty through Adam's weight decay.", low=0.0, high=1.0)
     class_weight: ClassWeight = _option(ClassWeight.none, "none, or auto: weigh the loss by inverse class frequency.")

@@ -64,6 +64,7 @@ class RunFacts:
     dataset_layout: str = "flat"
     dataset_notes: list[str] = field(default_factory=list)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size_reason: str = ""  # why the run trains at preprocessing.input_size
     weights: str = "none"  # where the starting weights came from
     feature_cache: bool = False
     cache_views: int | None = None

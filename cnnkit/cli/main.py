@@ -141,16 +141,20 @@ def summary(
     from rich.table import Table
 
     from cnnkit.models import create_model, summarize
+    from cnnkit.models.registry import get_model_info
     from cnnkit.models.summary import format_shape
+    from cnnkit.train.input_size import uses_small_input_stem
 
-    network = create_model(model, num_classes, image_size=image_size)
+    small = image_size is not None and uses_small_input_stem(get_model_info(model), image_size, pretrained=False)
+    network = create_model(model, num_classes, image_size=image_size, **({"small_input": True} if small else {}))
     result = summarize(
         network, network.preprocessing.input_size, network.preprocessing.channels, channels_last=not nchw
     )
     if json_output:
         print_json(result.to_dict())
         return
-    table = Table(title=f"Model: {model}  input {format_shape(result.input_shape)}")
+    stem = ", small-input stem" if small else ""
+    table = Table(title=f"Model: {model}  input {format_shape(result.input_shape)}{stem}")
     for column in ("Layer (type)", "Output Shape", "Param #"):
         table.add_column(column, justify="right" if column == "Param #" else "left")
     for row in result.layers:

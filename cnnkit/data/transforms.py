@@ -16,7 +16,7 @@ from torchvision.transforms import InterpolationMode, v2
 from cnnkit.errors import CnnkitError
 from cnnkit.models.config import Preprocessing
 
-AUGMENT_PRESETS = ("auto", "standard", "light", "none")
+AUGMENT_PRESETS = ("auto", "standard", "light", "shift_flip", "none")
 
 _INTERPOLATION = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -163,10 +163,18 @@ def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
     ``standard`` follows the notes' ImageDataGenerator: rotation 40 degrees, width/height shift
     0.2, shear 0.2 rad (about 11.5 degrees), zoom 0.2, channel shift, horizontal flip, nearest fill.
     ``light`` suits digits and text: rotation 10, shift 0.1, zoom 0.1, no flip, no colour change.
+    ``shift_flip`` is the usual one for CIFAR-sized images: whole-pixel shifts of up to 1/8 of the side
+    (edge-reflected) and horizontal flips, with no resampling blur.
     """
     store, size = training_store_size(preprocessing), preprocessing.input_size
     steps: list[nn.Module]
-    if preset == "standard":
+    if preset == "shift_flip":
+        steps = [
+            v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="reflect"),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    elif preset == "standard":
         steps = [RandomAffineCrop(store, size, degrees=40, shift=0.2, shear=math.degrees(0.2), zoom=0.2, flip=True)]
     elif preset == "light":
         steps = [RandomAffineCrop(store, size, degrees=10, shift=0.1, shear=0.0, zoom=0.1, flip=False)]

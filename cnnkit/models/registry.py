@@ -53,7 +53,7 @@ def register_model(
 
 
 def _ensure_builtin_models_loaded() -> None:
-    from cnnkit.models import classic, efficientnet, scratch, timm_zoo, torchvision_zoo  # noqa: F401  (registration side effect)
+    from cnnkit.models import classic, compact, efficientnet, scratch, timm_zoo, torchvision_zoo  # noqa: F401  (registers)
 
 
 def list_models() -> list[ModelInfo]:

@@ -110,10 +110,6 @@ _register_plain(
 _register_plain(
     "inception_v3", "fc", "inception", "Inception v3: factorized inception modules, 299 px", 23_851_784, **_NO_AUXILIARY
 )
-_register_plain("resnet18", "fc", "resnet", "ResNet-18: 2-2-2-2 basic residual units of 64-128-256-512 maps")
-_register_plain("resnet34", "fc", "resnet", "ResNet-34: 3-4-6-3 basic residual units of 64-128-256-512 maps")
-_register_plain("resnet50", "fc", "resnet", "ResNet-50: 3-4-6-3 bottleneck residual units", 25_636_712)
-_register_plain("resnet152", "fc", "resnet", "ResNet-152: 3-8-36-3 bottleneck residual units", 60_419_944)
 _register_plain(
     "mobilenet_v2", "classifier.1", "mobilenet", "MobileNet v2: inverted residuals with linear bottlenecks", 3_538_984
 )
@@ -126,6 +122,39 @@ _register_plain(
 _register_plain(
     "densenet121", "classifier", "densenet", "DenseNet-121: 4 dense blocks, each layer sees all earlier maps", 8_062_504
 )
+
+
+def _register_resnet(name: str, description: str, keras_params: int | None = None) -> None:
+    """A torchvision ResNet; ``small_input=True`` (from scratch only) swaps the stem for small images.
+
+    The small-input stem is the usual one for 32 px data: a 3x3 stride-1 first convolution and no
+    max-pooling after it, so the first residual stage sees 32 x 32 maps instead of 8 x 8.
+    """
+    defaults = _registration(name, "resnet", description, keras_params)
+
+    @register_model(name, **defaults)
+    def builder(
+        num_classes: int,
+        pretrained: bool = False,
+        input_size: int = defaults["preprocessing"].input_size,
+        dropout: float = 0.0,
+        small_input: bool = False,
+    ) -> Classifier:
+        if small_input and pretrained:
+            raise CnnkitError(
+                f"{name}'s pretrained weights need its ImageNet stem; small_input is for training from scratch"
+            )
+        network = torchvision_network(name, pretrained)
+        if small_input:
+            network.conv1 = nn.Conv2d(3, network.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+            network.maxpool = nn.Identity()
+        return classifier_from_network(network, "fc", num_classes, pretrained, dropout)
+
+
+_register_resnet("resnet18", "ResNet-18: 2-2-2-2 basic residual units of 64-128-256-512 maps")
+_register_resnet("resnet34", "ResNet-34: 3-4-6-3 basic residual units of 64-128-256-512 maps")
+_register_resnet("resnet50", "ResNet-50: 3-4-6-3 bottleneck residual units", 25_636_712)
+_register_resnet("resnet152", "ResNet-152: 3-8-36-3 bottleneck residual units", 60_419_944)
 
 
 _ALEXNET = _registration(

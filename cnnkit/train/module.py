@@ -29,11 +29,15 @@ class ClassifierModule(L.LightningModule):
         frozen_batchnorm: bool = False,
         channels_last: bool = True,
         plateau_patience: int = 2,
+        label_smoothing: float = 0.0,
+        one_cycle: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.lr = lr
         self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.one_cycle = one_cycle
         self.frozen_batchnorm = frozen_batchnorm
         self.channels_last = channels_last
         self.plateau_patience = plateau_patience
@@ -55,7 +59,8 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+        smoothing = self.label_smoothing if prefix == "" else 0.0  # validation reports the plain loss
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=smoothing)
         accuracy = (logits.argmax(1) == labels).float().mean()
         log = dict(on_step=False, on_epoch=True, batch_size=len(labels), logger=False)  # the recorder logs epochs
         self.log(f"{prefix}loss", loss, **log)
@@ -77,15 +82,22 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_end(self) -> None:
         """Step the plateau schedule here, before the epoch's checkpoint, so a resumed run has the same rate."""
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and not self.one_cycle:
             self.lr_schedulers().step(self.trainer.callback_metrics["val_loss"])
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        """Lightning would step after the epoch's checkpoint; :meth:`on_validation_end` already did."""
+        """One-cycle steps every batch; the plateau schedule already stepped in :meth:`on_validation_end`
+        (Lightning would step it after the epoch's checkpoint)."""
+        if self.one_cycle:
+            scheduler.step()
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.one_cycle:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=1 / 3, patience=self.plateau_patience
         )

@@ -18,6 +18,7 @@ import torch
 from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
 from cnnkit.data.datasets import DecodedImages, DecodedSplits, decode_splits, load_dataset
 from cnnkit.data.folders import DatasetSplits
+from cnnkit.data.sizes import survey_sizes
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import write_json
@@ -26,6 +27,7 @@ from cnnkit.models.registry import create_model, get_model_info
 from cnnkit.models.starting import RandomInitWarning, WeightsPlan, load_starting_weights, plan_weights
 from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
 from cnnkit.runtime import pick_device, resolve_precision
+from cnnkit.train.input_size import InputSizeChoice, choose_input_size
 from cnnkit.train.loaders import class_weights, views_per_class
 
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
@@ -71,7 +73,9 @@ def stage_epochs(config: TrainConfig, pretrained: bool) -> tuple[int, int]:
     return epochs, fine_tune if pretrained else 0
 
 
-def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classifier, plan: WeightsPlan) -> RunFacts:
+def _initial_facts(
+    config: TrainConfig, dataset: DatasetSplits, network: Classifier, plan: WeightsPlan, size: InputSizeChoice
+) -> RunFacts:
     pretrained = plan.pretrained
     augment = resolve_augment(config.augment.value, network.preprocessing)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
@@ -84,9 +88,8 @@ def _initial_facts(config: TrainConfig, dataset: DatasetSplits, network: Classif
         fine_tune_lr=config.lr * config.fine_tune_lr_factor,
         precision=resolve_precision(config.precision.value, device),
         device=str(device), dataset_layout=dataset.layout, dataset_notes=dataset.notes,
-        model_kwargs={} if config.dropout is None else {"dropout": config.dropout},
-        weights=plan.source, frozen_batchnorm=pretrained,
-        feature_cache=pretrained and config.feature_cache,
+        model_kwargs=_model_kwargs(config, size), input_size_reason=size.reason, weights=plan.source,
+        frozen_batchnorm=pretrained, feature_cache=pretrained and config.feature_cache,
     )  # fmt: skip
 
 
@@ -111,14 +114,14 @@ def prepare(
             drop_empty_classes=config.drop_empty_classes,
         )  # fmt: skip
     L.seed_everything(config.seed, verbose=False)
-    kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
+    size = _input_size(config, dataset, plan, stored)
     network = create_model(
-        config.model, len(dataset.classes), pretrained=plan.imagenet, image_size=config.image_size,
-        head=config.head.value, **kwargs,
+        config.model, len(dataset.classes), pretrained=plan.imagenet, image_size=size.size,
+        head=config.head.value, **_model_kwargs(config, size),
     )  # fmt: skip
     if plan.file is not None:
         load_starting_weights(network, plan.file)
-    facts = _initial_facts(config, dataset, network, plan)
+    facts = _initial_facts(config, dataset, network, plan, size)
     _check_same_data(stored, facts, run_dir)
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
@@ -132,6 +135,23 @@ def prepare(
     )  # fmt: skip
     _resolve_imbalance(prepared)
     return prepared
+
+
+def _input_size(
+    config: TrainConfig, dataset: DatasetSplits, plan: WeightsPlan, stored: RunFacts | None
+) -> InputSizeChoice:
+    """The size chosen from the training images' headers; a resumed run keeps the size it started with."""
+    if stored is not None:
+        small = bool(stored.model_kwargs.get("small_input", False))
+        return InputSizeChoice(stored.preprocessing.input_size, stored.input_size_reason, small)
+    info = get_model_info(config.model)
+    return choose_input_size(info, survey_sizes(dataset.train), plan.pretrained, config.image_size)
+
+
+def _model_kwargs(config: TrainConfig, size: InputSizeChoice) -> dict[str, Any]:
+    """Builder options the run records, so that reloading it builds the same architecture."""
+    kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
+    return kwargs | ({"small_input": True} if size.small_input_stem else {})
 
 
 def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> DecodedSplits:

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 from torch import nn
 
-from cnnkit.config import Logger
+from cnnkit.config import Logger, Schedule
 from cnnkit.models.classifier import Classifier
 from cnnkit.runtime import lightning_precision
 from cnnkit.train.callbacks import AtomicCheckpointIO, RunProgress, RunRecorder
@@ -99,7 +99,8 @@ def fit_stage(
     model, loaders = stage.build()
     module = ClassifierModule(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
-        frozen_batchnorm=prep.facts.pretrained,
+        frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.config.label_smoothing,
+        one_cycle=prep.config.schedule == Schedule.one_cycle,
     )  # fmt: skip
     recorder = RunRecorder(
         prep.run_dir, prep.network, progress, stage.name, loaders.generators, reset_early_stopping=extend

@@ -93,7 +93,10 @@ def _say_what_was_found(prep: Prepared) -> None:
     splits = {"train": prep.train_images, "val": prep.val_images, "test": prep.test_images}
     counts = {name: len(images.labels) for name, images in splits.items() if images is not None}
     size = prep.facts.preprocessing.input_size
-    progress_console().print(start_line(counts, len(prep.dataset.classes), str(prep.device), size), soft_wrap=True)
+    console = progress_console()
+    console.print(start_line(counts, len(prep.dataset.classes), str(prep.device), size), soft_wrap=True)
+    if prep.facts.input_size_reason:
+        console.print(f"input size {size} px: {prep.facts.input_size_reason}", soft_wrap=True, highlight=False)
 
 
 def _restore_best(progress: RunProgress, model: Any) -> None:
@@ -148,9 +151,10 @@ def _finish(prep: Prepared, progress: RunProgress, timings: dict[str, Any]) -> R
     if test_images is not None:
         predictor = Predictor.create(network, dataset.classes, device=config.device, precision=prep.facts.precision)
         if len(test_images.labels):
-            probabilities = predictor.probabilities(test_images.images)
-            evaluation = score(probabilities, test_images, dataset.classes, "test", "none")
-            metrics.update(test_accuracy=evaluation.accuracy, num_test=len(test_images.labels))
+            tta = config.test_tta.value
+            probabilities = predictor.probabilities(test_images.images, tta=tta)
+            evaluation = score(probabilities, test_images, dataset.classes, "test", tta)
+            metrics.update(test_accuracy=evaluation.accuracy, num_test=len(test_images.labels), test_tta=tta)
     metrics["total_seconds"] = round(progress.elapsed_before + time.perf_counter() - progress.started, 2)
     write_json(prep.run_dir / METRICS, metrics)
     return Run(prep.run_dir, config, prep.facts, dataset.classes, metrics, model=network.cpu().eval())
