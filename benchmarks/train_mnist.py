@@ -1,6 +1,7 @@
-"""LeNet-5 (the notes' variant) on MNIST PNGs: >= 99.0% test accuracy.
+"""LeNet-5 (the notes' variant) on MNIST PNGs: >= 99.3% test accuracy in under 3 minutes.
 
-Usage: python -m benchmarks.train_mnist [--epochs 10]
+The recipe: one-cycle learning rate up to 3e-3, batch 128, label smoothing 0.1, no augmentation.
+Usage: python -m benchmarks.train_mnist [--epochs 5] [--augment none|light]
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from benchmarks._common import DATASETS, report
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--augment", default="none")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -26,8 +29,11 @@ def main() -> int:
             model="lenet5",
             epochs=args.epochs,
             batch_size=args.batch_size,
-            lr=5e-4,
-            augment="none",
+            lr=args.lr,
+            schedule="one_cycle",
+            label_smoothing=0.1,
+            patience=args.epochs,
+            augment=args.augment,
             progress=False,
             out=f"{tmp}/run",
         )
@@ -42,7 +48,7 @@ def main() -> int:
         "total_s": round(seconds, 1),
         "precision": run.facts.precision,
     }
-    targets = {"test accuracy >= 99.0%": row["test_accuracy"] >= 0.99}
+    targets = {"test accuracy >= 99.3%": row["test_accuracy"] >= 0.993, "under 3 minutes": seconds < 180}
     return 0 if report("train_mnist", "LeNet-5 on MNIST", [row], targets) else 1
 
 

@@ -48,6 +48,7 @@ class CompactStage(nn.Module):
     preprocessing=Preprocessing(input_size=32, mean=(0.491, 0.482, 0.447), std=(0.247, 0.243, 0.262)),
     description="Compact residual net for 32 px images: 3 stages (64-256-256 x width), max-pool, GELU",
     family="compact",
+    reference_params={"num_classes": 10, "params": 1_973_186, "source": "cnnkit's own design (pins the layout)"},
 )
 def compact_resnet(
     num_classes: int, pretrained: bool = False, input_size: int = 32, dropout: float = 0.0, width: float = 1.0
