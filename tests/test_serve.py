@@ -261,38 +261,75 @@ def test_tritonclient_infers_over_json_base64_and_binary_data(server, served, so
 # ---------------------------------------------------------------- the page, in headless Chromium
 
 
-def test_page_shows_labels_and_heatmap_for_an_uploaded_photo(server: str, served: ServedModel) -> None:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright; skips (saying why) where either is missing."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("headless Chromium not found: install Debian's 'chromium' package (or run .ci/install-chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def watched_page(browser: Any, problems: list[str], requested: list[str]) -> Any:
+    """A new page that notes console errors, page errors and every URL it asks for."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+    return page
+
+
+def test_page_shows_labels_and_heatmap_for_an_uploaded_photo(server: str, served: ServedModel, browser) -> None:
     photo = sklearn_image("flower.jpg")
     answer = httpx.post(f"{server}/predict", files=file_fields([Path(photo)])).json()
     api_labels = [prediction["label"] for prediction in answer["results"][0]["predictions"]]
     problems: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.goto(f"{server}/")
-            page.wait_for_function("document.getElementById('model-name').textContent === 'shapes-plain'")
-            page.set_input_files("#file", photo)
-            page.wait_for_selector("#overlay-figure:not([hidden])", timeout=30_000)
-            page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
-            labels = page.locator("#labels li .name").all_text_contents()
-            widths = page.eval_on_selector_all(
-                "#labels .fill", "bars => bars.map(b => b.getBoundingClientRect().width)"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
-        finally:
-            browser.close()
+    requested: list[str] = []
+    page = watched_page(browser, problems, requested)
+    page.goto(f"{server}/")
+    page.wait_for_function("document.getElementById('model-name').textContent === 'shapes-plain'")
+    page.set_input_files("#file", photo)
+    page.wait_for_selector("#overlay-figure:not([hidden])", timeout=30_000)
+    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+    labels = page.locator("#labels li .name").all_text_contents()
+    widths = page.eval_on_selector_all("#labels .fill", "bars => bars.map(b => b.getBoundingClientRect().width)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+    page.close()
     assert labels == api_labels and len(labels) == len(served.classes)
     assert widths == sorted(widths, reverse=True) and widths[0] > 0
     assert problems == []
+    assert all(url.startswith((server, "blob:", "data:")) for url in requested), requested
     assert Image.open(ARTIFACTS / "serve-page.png").size[0] == 1100
+
+
+def test_docs_render_offline_from_the_service_alone(server: str, browser) -> None:
+    html = httpx.get(f"{server}/docs").text
+    assert "http://" not in html and "https://" not in html  # no CDN: every asset is the app's own
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        response = httpx.get(f"{server}/docs/assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 500, asset
+    assert httpx.get(f"{server}/docs/assets/index.html").status_code == 404
+    assert httpx.get(f"{server}/redoc").status_code == 404  # FastAPI's ReDoc page would load from a CDN
+    problems: list[str] = []
+    requested: list[str] = []
+    page = watched_page(browser, problems, requested)
+    page.goto(f"{server}/docs")
+    page.wait_for_selector("#operations-default-predict_predict_post", timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_text_contents()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-docs.png"))
+    page.close()
+    assert {"/predict", "/explain", "/v2/models/{name}/infer"} <= {path.replace("\u200b", "") for path in operations}
+    assert problems == []
+    assert all(url.startswith((server, "data:")) for url in requested), requested
 
 
 # ---------------------------------------------------------------- micro-batching, off the event loop

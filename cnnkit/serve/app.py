@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from cnnkit.errors import CnnkitError
+from cnnkit.serve.docs import add_docs_routes
 from cnnkit.serve.limits import HeaderLimit, ServeError, error_response, malformed
 from cnnkit.serve.model import ServedModel
 from cnnkit.serve.service import ServeOptions, Service
@@ -118,10 +119,13 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         version=__version__,
         description=f"{model.engine} engine, {len(model.classes)} classes. The page at / classifies a dropped image.",
         lifespan=service.lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; add_docs_routes serves Swagger UI itself
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(HeaderLimit, max_bytes=service.limits.max_header_bytes)
     install_error_handlers(app)
+    add_docs_routes(app)
     add_health_routes(app, service)
     add_predict_route(app, service)
     if model.explainer is not None:
