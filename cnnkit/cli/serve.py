@@ -20,12 +20,12 @@ class Engine(StrEnum):
     torch = "torch"
 
 
-def check_options(port: int, workers: int, max_batch: int, max_wait_ms: float, limits: dict[str, float]) -> None:
-    """Each option in its range, or a one-line error naming it."""
+def check_options(port: int, max_wait_ms: float, positive: dict[str, float | None]) -> None:
+    """Each option in its range, or a one-line error naming it (``positive``: options given as > 0, or None)."""
     if not 0 <= port <= 65535:
         raise CnnkitError(f"--port must be between 0 and 65535, not {port}")
-    for option, value in {"--workers": workers, "--max-batch": max_batch, **limits}.items():
-        if value <= 0:
+    for option, value in positive.items():
+        if value is not None and value <= 0:
             raise CnnkitError(f"{option} must be positive, not {value:g}")
     if max_wait_ms < 0:
         raise CnnkitError(f"--max-wait-ms must be 0 or more, not {max_wait_ms:g}")
@@ -44,6 +44,13 @@ def serve(
     max_wait_ms: Annotated[
         float, typer.Option(help="Longest an idle model waits for requests already arriving to fill a batch.")
     ] = 5.0,
+    model_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Images per forward pass; default: whichever of 1, 2, 4 ... --max-batch is fastest per image, "
+            "measured at start-up (on CPUs often small)."
+        ),
+    ] = None,
     engine: Annotated[
         Engine, typer.Option(help="onnx (ONNX Runtime; a run is exported into RUN/export first if needed) or torch.")
     ] = Engine.onnx,
@@ -65,7 +72,8 @@ def serve(
     503 with Retry-After (waited past --timeout).
     """
     limits = {"--max-body-mb": max_body_mb, "--max-megapixels": max_megapixels, "--max-images": max_images}
-    check_options(port, workers, max_batch, max_wait_ms, {**limits, "--timeout": timeout})
+    batching = {"--workers": workers, "--max-batch": max_batch, "--model-batch": model_batch}
+    check_options(port, max_wait_ms, {**batching, **limits, "--timeout": timeout})
     from cnnkit.serve import Limits, ServeOptions, resolve_source
     from cnnkit.serve import serve as run_service
 
@@ -73,6 +81,7 @@ def serve(
     options = ServeOptions(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        model_batch=model_batch,
         limits=Limits(
             max_body_bytes=int(max_body_mb * 1_000_000),
             max_pixels=int(max_megapixels * 1_000_000),

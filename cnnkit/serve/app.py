@@ -5,6 +5,7 @@ Every refusal is a JSON ``{"error", "code"}`` with a 4xx status; the service kee
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -139,14 +140,14 @@ def add_health_routes(app: FastAPI, service: Service) -> None:
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("cnnkit.serve").joinpath(PAGE).read_text(encoding="utf-8"))
 
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="Liveness: the process answers (pid: which worker, with --workers)")
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/readyz", summary="Readiness: the model is loaded and warmed up", responses={503: {"model": ErrorBody}})
     async def readyz() -> JSONResponse:
         if service.ready:
-            return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "ready", "pid": os.getpid()})
         return error_response(ServeError(503, "warming_up", "the model is warming up", {"Retry-After": "1"}))
 
     @app.get("/metadata", summary="Classes, input size, preprocessing, limits and model-card facts")
@@ -165,7 +166,11 @@ def describe(service: Service) -> dict[str, Any]:
         "channels": p.channels,
         "preprocessing": p.to_dict(),
         "explain": model.explainer is not None,
-        "batching": {"max_batch": service.options.max_batch, "max_wait_ms": service.options.max_wait_ms},
+        "batching": {
+            "max_batch": service.options.max_batch,
+            "max_wait_ms": service.options.max_wait_ms,
+            "model_batch": service.model_batch,
+        },
         "limits": service.limits.to_dict(),
         "model_card": model.facts,
     }
