@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cnnkit.cli.output import console
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    from cnnkit.serve import ServeOptions
 
 
 class Engine(StrEnum):
@@ -31,6 +34,27 @@ def check_options(port: int, max_wait_ms: float, positive: dict[str, float | Non
         raise CnnkitError(f"--max-wait-ms must be 0 or more, not {max_wait_ms:g}")
 
 
+def service_options(
+    max_batch: int,
+    max_wait_ms: float,
+    model_batch: int | None,
+    max_body_mb: float,
+    max_megapixels: float,
+    max_images: int,
+    timeout: float,
+) -> ServeOptions:
+    """The checked options as the service takes them."""
+    from cnnkit.serve import Limits, ServeOptions
+
+    limits = Limits(
+        max_body_bytes=int(max_body_mb * 1_000_000),
+        max_pixels=int(max_megapixels * 1_000_000),
+        max_images=max_images,
+        timeout_s=timeout,
+    )
+    return ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits, model_batch=model_batch)
+
+
 def serve(
     target: Annotated[
         Path, typer.Argument(metavar="RUN | MODEL.onnx", help="A run folder, or an ONNX file from 'cnnkit export'.")
@@ -45,11 +69,7 @@ def serve(
         float, typer.Option(help="Longest an idle model waits for requests already arriving to fill a batch.")
     ] = 5.0,
     model_batch: Annotated[
-        int | None,
-        typer.Option(
-            help="Images per forward pass; default: whichever of 1, 2, 4 ... --max-batch is fastest per image, "
-            "measured at start-up (on CPUs often small)."
-        ),
+        int | None, typer.Option(help="Images per forward pass; default: the fastest per image, measured at start.")
     ] = None,
     engine: Annotated[
         Engine, typer.Option(help="onnx (ONNX Runtime; a run is exported into RUN/export first if needed) or torch.")
@@ -74,24 +94,14 @@ def serve(
     limits = {"--max-body-mb": max_body_mb, "--max-megapixels": max_megapixels, "--max-images": max_images}
     batching = {"--workers": workers, "--max-batch": max_batch, "--model-batch": model_batch}
     check_options(port, max_wait_ms, {**batching, **limits, "--timeout": timeout})
-    from cnnkit.serve import Limits, ServeOptions, resolve_source
+    from cnnkit.serve import resolve_source
     from cnnkit.serve import serve as run_service
 
     source = resolve_source(target, engine.value)
-    options = ServeOptions(
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        model_batch=model_batch,
-        limits=Limits(
-            max_body_bytes=int(max_body_mb * 1_000_000),
-            max_pixels=int(max_megapixels * 1_000_000),
-            max_images=max_images,
-            timeout_s=timeout,
-        ),
-    )
-    runtime = "ONNX Runtime" if source.engine == "onnx" else "PyTorch"
+    options = service_options(max_batch, max_wait_ms, model_batch, max_body_mb, max_megapixels, max_images, timeout)
     console.print(
-        f"serving [bold]{target}[/] on {runtime}: http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
+        f"serving [bold]{target}[/] on {'ONNX Runtime' if source.engine == 'onnx' else 'PyTorch'}: "
+        f"http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
         highlight=False,
         soft_wrap=True,
     )

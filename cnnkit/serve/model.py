@@ -174,8 +174,8 @@ class ServedModel:
     def fastest_batch(self, largest: int) -> int:
         """The forward-pass size, a power of two up to ``largest``, that takes the least time per image (best of 3).
 
-        Bigger is not always faster: on 2 busy Zen 4 cores, ONNX Runtime ran EfficientNet-Lite0 (fp32)
-        in 14 ms an image one at a time and 24 ms an image in batches of 8, whose activations no longer
+        Bigger is not always faster: on 2 busy Zen 4 cores, ONNX Runtime spent 14 ms of CPU time an image
+        on EfficientNet-Lite0 (fp32) one at a time and 24 ms in batches of 8, whose activations no longer
         fit in cache; on a GPU the time per image falls with the batch instead.
         """
         per_image = {}
