@@ -17,7 +17,7 @@ Where the time goes: ``decode_ms``, ``queue_ms`` and ``infer_ms`` are the means 
 reports per request (``timing_ms``; ``infer_ms`` is the whole batch's run), ``srv_cpu_ms`` the server
 process's CPU time per request and ``cli_cpu_ms`` the client's. Server peak RSS is VmHWM.
 
-Usage: python -m benchmarks.serve [--run RUN] [--requests 240] [--rounds 4]
+Usage: python -m benchmarks.serve [--run RUN] [--requests 240] [--rounds 4]  (COLUMNS=200 for the whole table)
 """
 
 from __future__ import annotations
@@ -272,7 +272,8 @@ def row(mode: str, concurrency: int, load: Load, rss_mb: float, model_batch: int
 def title(export_seconds: float, photos: int) -> str:
     return (
         f"cnnkit serve: Lite0 224 px, ONNX Runtime fp32, {photos} photos, loopback, {os.cpu_count()} cores "
-        f"shared with the client; first-serve export {export_seconds:.0f} s"
+        f"shared with the client, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"first-serve export {export_seconds:.0f} s"
     )
 
 
