@@ -1,14 +1,23 @@
 """``cnnkit serve`` under load: EfficientNet-Lite0 (hymenoptera head) on ONNX Runtime, micro-batching on and off.
 
 Two servers run side by side as subprocesses on 127.0.0.1, one with ``--max-batch 32`` and one
-with ``--max-batch 1`` (micro-batching off), both from the same exported file. At concurrency 1, 8
-and 32 an ``httpx`` async client sends a fixed number of requests, one hymenoptera validation
-photo each, in rounds that alternate between the two servers so that a busy machine slows both
-alike. The baseline is ONNX Runtime called directly in this process, right after each round, on
-batches of the sizes that round's server formed (each answer names its batch's size), with the
-photos decoded beforehand. Server peak RSS is the process's VmHWM.
+with ``--max-batch 1`` (micro-batching off), both from the same exported file and otherwise the
+same code (one inference thread, ONNX Runtime's default intra-op threads, one decoding thread per
+core). At concurrency 1, 8 and 32 an ``httpx`` async client sends a fixed number of requests, one
+hymenoptera validation photo each as a multipart upload (encoded once beforehand, so that the
+client, which shares the cores, spends as little as it can), in rounds that alternate between the
+two servers so that a busy machine slows both alike. The baseline is ONNX Runtime called directly
+in this process, right after each round, on batches of the sizes that round's server formed (each
+answer names its batch's size) and split into forward passes as that server splits them
+(``per_pass``: each server measures at start-up which size is fastest per image, see ``cnnkit serve
+--model-batch``), with the photos decoded and prepared beforehand: the images/s a server could reach
+if HTTP, decoding and resizing cost nothing.
 
-Usage: python -m benchmarks.serve [--run RUN] [--requests 240] [--rounds 4]
+Where the time goes: ``decode_ms``, ``queue_ms`` and ``infer_ms`` are the means of what the server
+reports per request (``timing_ms``; ``infer_ms`` is the whole batch's run), ``srv_cpu_ms`` the server
+process's CPU time per request and ``cli_cpu_ms`` the client's. Server peak RSS is VmHWM.
+
+Usage: python -m benchmarks.serve [--run RUN] [--requests 240] [--rounds 4]  (COLUMNS=200 for the whole table)
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -34,12 +44,12 @@ import torch
 
 import cnnkit
 from benchmarks._common import DATASETS, report
-from cnnkit.serve.model import load_served_model, resolve_source
+from cnnkit.serve.model import ServedModel, load_served_model, resolve_source
 
 CONCURRENCY = (1, 8, 32)
 MODES = {"on": 32, "off": 1}  # micro-batching: --max-batch
 STARTUP_TIMEOUT_S = 300
-Direct = tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]  # the model's run_batch, prepared photos
+Direct = tuple[ServedModel, torch.Tensor]  # the model, loaded here, and the photos decoded and prepared
 
 
 @dataclass
@@ -49,7 +59,10 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    stages: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
     seconds: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
     direct_images: int = 0
     direct_seconds: float = 0.0
 
@@ -59,6 +72,27 @@ class Load:
 
     def percentile(self, q: int) -> float:
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] * 1000
+
+    def per_request_ms(self, seconds: float) -> float:
+        return round(seconds / max(1, len(self.latencies)) * 1000, 1)
+
+
+Upload = tuple[bytes, dict[str, str]]  # a multipart body with one photo, and its Content-Type header
+
+
+def uploads(photos: list[tuple[str, bytes]]) -> list[Upload]:
+    """Each photo as the multipart body httpx would send, encoded once."""
+    encoded = []
+    for name, data in photos:
+        request = httpx.Request("POST", "http://127.0.0.1/predict", files={"file": (name, data, "image/jpeg")})
+        encoded.append((request.read(), {"content-type": request.headers["content-type"]}))
+    return encoded
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -106,7 +140,7 @@ def peak_rss_mb(process: subprocess.Popen) -> float:
     return float("nan")
 
 
-async def send(url: str, photos: list[tuple[str, bytes]], count: int, concurrency: int, load: Load) -> None:
+async def send(url: str, photos: list[Upload], count: int, concurrency: int, load: Load) -> None:
     """``count`` requests, ``concurrency`` at a time, each one photo; adds what they saw to ``load``."""
     next_index = iter(range(count))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -114,10 +148,10 @@ async def send(url: str, photos: list[tuple[str, bytes]], count: int, concurrenc
 
         async def worker() -> None:
             for i in next_index:
-                name, data = photos[i % len(photos)]
+                body, headers = photos[i % len(photos)]
                 started = time.perf_counter()
                 try:
-                    response = await client.post("/predict?top_k=1", files={"file": (name, data, "image/jpeg")})
+                    response = await client.post("/predict?top_k=1", content=body, headers=headers)
                 except httpx.HTTPError:
                     load.errors += 1
                     continue
@@ -125,7 +159,10 @@ async def send(url: str, photos: list[tuple[str, bytes]], count: int, concurrenc
                     load.errors += 1
                     continue
                 load.latencies.append(time.perf_counter() - started)
-                load.batch_sizes.append(response.json()["results"][0]["batch_size"])
+                answer = response.json()
+                load.batch_sizes.append(answer["results"][0]["batch_size"])
+                for stage in ("decode_ms", "queue_ms", "inference_ms"):
+                    load.stages[stage] += answer["timing_ms"][stage]
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -133,7 +170,8 @@ async def send(url: str, photos: list[tuple[str, bytes]], count: int, concurrenc
 
 
 def replay_directly(run_batch: Callable, images: torch.Tensor, batch_sizes: list[int], load: Load) -> None:
-    """Run ONNX Runtime directly on batches of the sizes a server formed; adds the images and time to ``load``."""
+    """Run ONNX Runtime directly on batches of the sizes a server formed, split into forward passes as that server
+    splits them (``run_batch``); adds the images and time to ``load``."""
     per_size = collections.Counter(batch_sizes)
     batches = [size for size, answers in sorted(per_size.items()) for _ in range(max(1, round(answers / size)))]
     started, offset = time.perf_counter(), 0
@@ -156,24 +194,36 @@ def hymenoptera_run(folder: Path) -> Path:
     return run.path
 
 
-def measure(run: Path, photos: list[tuple[str, bytes]], direct: Direct, requests: int, rounds: int) -> list[dict]:
+def send_measured(url: str, pid: int, photos: list[Upload], count: int, concurrency: int, load: Load) -> None:
+    """:func:`send`, adding the server's and this process's CPU time to ``load``."""
+    server_before, client_before = cpu_seconds(pid), time.process_time()
+    asyncio.run(send(url, photos, count, concurrency, load))
+    load.server_cpu += cpu_seconds(pid) - server_before
+    load.client_cpu += time.process_time() - client_before
+
+
+def measure(run: Path, photos: list[Upload], direct: Direct, requests: int, rounds: int) -> list[dict]:
     """Every (mode, concurrency) in rounds alternating between the servers; returns the table's rows."""
-    run_batch, images = direct
-    run_batch(images[:32])  # warm-up of the direct baseline
+    model, images = direct
+    model.run_batch(images[:32])  # warm-up of the direct baseline
     loads = {(mode, c): Load() for mode in MODES for c in CONCURRENCY}
     with contextlib.ExitStack() as stack:
         servers = {mode: stack.enter_context(server(run, max_batch)) for mode, max_batch in MODES.items()}
+        model_batch = {
+            mode: httpx.get(f"{url}/metadata").json()["batching"]["model_batch"] for mode, (url, _) in servers.items()
+        }
         for url, _ in servers.values():  # warm-up: first connections, first decodes
             asyncio.run(send(url, photos, 32, 8, Load()))
         for concurrency in CONCURRENCY:
             for _ in range(rounds):
-                for mode, (url, _) in servers.items():
+                for mode, (url, process) in servers.items():
                     load = loads[mode, concurrency]
                     seen = len(load.batch_sizes)
-                    asyncio.run(send(url, photos, requests // rounds, concurrency, load))
+                    send_measured(url, process.pid, photos, requests // rounds, concurrency, load)
+                    run_batch = functools.partial(model.probabilities, model_batch=model_batch[mode])
                     replay_directly(run_batch, images, load.batch_sizes[seen:], load)
         rss = {mode: peak_rss_mb(process) for mode, (_, process) in servers.items()}
-    return [row(mode, c, loads[mode, c], rss[mode]) for mode in MODES for c in CONCURRENCY]
+    return [row(mode, c, loads[mode, c], rss[mode], model_batch[mode]) for mode in MODES for c in CONCURRENCY]
 
 
 def main() -> int:
@@ -192,11 +242,11 @@ def main() -> int:
         photos = [(path.name, path.read_bytes()) for path in paths]
         model = load_served_model(source)
         images = torch.stack([model.prepare(model.decode(data)) for _, data in photos])
-        rows = measure(run, photos, (model.run_batch, images), args.requests, args.rounds)
+        rows = measure(run, uploads(photos), (model, images), args.requests, args.rounds)
     return 0 if report("serve", title(export_seconds, len(photos)), rows, targets(rows)) else 1
 
 
-def row(mode: str, concurrency: int, load: Load, rss_mb: float) -> dict:
+def row(mode: str, concurrency: int, load: Load, rss_mb: float, model_batch: int) -> dict:
     served, direct = len(load.latencies) / load.seconds, load.direct_images / load.direct_seconds
     return {
         "batching": mode,
@@ -207,6 +257,12 @@ def row(mode: str, concurrency: int, load: Load, rss_mb: float) -> dict:
         "p99_ms": round(load.percentile(99), 1),
         "req_s": round(served, 1),
         "batch": round(statistics.fmean(load.batch_sizes), 1),
+        "per_pass": model_batch,
+        "decode_ms": load.per_request_ms(load.stages["decode_ms"] / 1000),
+        "queue_ms": load.per_request_ms(load.stages["queue_ms"] / 1000),
+        "infer_ms": load.per_request_ms(load.stages["inference_ms"] / 1000),
+        "srv_cpu_ms": load.per_request_ms(load.server_cpu),
+        "cli_cpu_ms": load.per_request_ms(load.client_cpu),
         "ort_img_s": round(direct, 1),
         "vs_ort": round(served / direct, 2),
         "rss_mb": round(rss_mb),
@@ -216,7 +272,8 @@ def row(mode: str, concurrency: int, load: Load, rss_mb: float) -> dict:
 def title(export_seconds: float, photos: int) -> str:
     return (
         f"cnnkit serve: Lite0 224 px, ONNX Runtime fp32, {photos} photos, loopback, {os.cpu_count()} cores "
-        f"shared with the client; first-serve export {export_seconds:.0f} s"
+        f"shared with the client, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"first-serve export {export_seconds:.0f} s"
     )
 
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import random
 import shutil
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -202,12 +208,28 @@ def test_a_run_is_exported_once_and_an_onnx_file_serves_without_explain(source, 
     assert_same_predictions(response.json()["results"], expected, 1e-5)
 
 
+def test_an_int8_export_serves_probabilities_that_sum_to_1_and_agree_with_fp32(served, source, shapes_dir) -> None:
+    int8 = cnnkit.export(source.run, "onnx", int8=True, check_images=8).path
+    photos = sorted(shapes_dir.glob("*/*.png"))[::4]  # 18 images, 6 of each class
+    classes = len(served.classes)
+    with TestClient(create_app(load_served_model(resolve_source(int8)))) as client:
+        assert client.get("/metadata").json()["model_card"]["export"]["int8"] is True
+        responses = [client.post(f"/predict?top_k={classes}", files=file_fields(photos[i : i + 9])) for i in (0, 9)]
+    results = [result for response in responses for result in response.json()["results"]]
+    rows = probability_rows(results, classes)
+    assert np.abs(rows.sum(1) - 1).max() <= 1e-5
+    assert_same_predictions(results, cnnkit.predict(photos, onnx=int8, top_k=classes), 1e-5)
+    fp32 = probability_rows(cnnkit.predict(photos, onnx=source.onnx, top_k=classes), classes)
+    assert (rows.argmax(1) == fp32.argmax(1)).mean() >= 0.8  # 16 of 18: the tiny CNN has near-ties that int8 flips
+    assert np.abs(rows - fp32).mean() < 0.1
+
+
 def test_metadata_health_docs_and_explain(server: str, served: ServedModel, run_dir: Path) -> None:
     metadata = httpx.get(f"{server}/metadata").json()
     assert metadata["classes"] == served.classes and metadata["input_size"] == 48
     assert metadata["preprocessing"] == served.preprocessing.to_dict() and metadata["explain"] is True
     assert metadata["model_card"]["architecture"] == "plain_cnn" and "val_accuracy" in metadata["model_card"]["metrics"]
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "pid": os.getpid()}
     assert httpx.get(f"{server}/readyz").status_code == 200
     assert httpx.get(f"{server}/docs").status_code == 200
     paths = httpx.get(f"{server}/openapi.json").json()["paths"]
@@ -261,38 +283,78 @@ def test_tritonclient_infers_over_json_base64_and_binary_data(server, served, so
 # ---------------------------------------------------------------- the page, in headless Chromium
 
 
-def test_page_shows_labels_and_heatmap_for_an_uploaded_photo(server: str, served: ServedModel) -> None:
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright; skips (saying why) where either is missing.
+
+    One per test: Playwright's sync API keeps an event loop running until it stops, and the tests after
+    it call ``asyncio.run``."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("headless Chromium not found: install Debian's 'chromium' package (or run .ci/install-chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def watched_page(browser: Any, problems: list[str], requested: list[str]) -> Any:
+    """A new page that notes console errors, page errors and every URL it asks for."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+    return page
+
+
+def test_page_shows_labels_and_heatmap_for_an_uploaded_photo(server: str, served: ServedModel, browser) -> None:
     photo = sklearn_image("flower.jpg")
     answer = httpx.post(f"{server}/predict", files=file_fields([Path(photo)])).json()
     api_labels = [prediction["label"] for prediction in answer["results"][0]["predictions"]]
     problems: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.goto(f"{server}/")
-            page.wait_for_function("document.getElementById('model-name').textContent === 'shapes-plain'")
-            page.set_input_files("#file", photo)
-            page.wait_for_selector("#overlay-figure:not([hidden])", timeout=30_000)
-            page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
-            labels = page.locator("#labels li .name").all_text_contents()
-            widths = page.eval_on_selector_all(
-                "#labels .fill", "bars => bars.map(b => b.getBoundingClientRect().width)"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
-        finally:
-            browser.close()
+    requested: list[str] = []
+    page = watched_page(browser, problems, requested)
+    page.goto(f"{server}/")
+    page.wait_for_function("document.getElementById('model-name').textContent === 'shapes-plain'")
+    page.set_input_files("#file", photo)
+    page.wait_for_selector("#overlay-figure:not([hidden])", timeout=30_000)
+    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+    labels = page.locator("#labels li .name").all_text_contents()
+    widths = page.eval_on_selector_all("#labels .fill", "bars => bars.map(b => b.getBoundingClientRect().width)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+    page.close()
     assert labels == api_labels and len(labels) == len(served.classes)
     assert widths == sorted(widths, reverse=True) and widths[0] > 0
     assert problems == []
+    assert all(url.startswith((server, "blob:", "data:")) for url in requested), requested
     assert Image.open(ARTIFACTS / "serve-page.png").size[0] == 1100
+
+
+def test_docs_render_offline_from_the_service_alone(server: str, browser) -> None:
+    html = httpx.get(f"{server}/docs").text
+    assert "http://" not in html and "https://" not in html  # no CDN: every asset is the app's own
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        response = httpx.get(f"{server}/docs/assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 500, asset
+    assert httpx.get(f"{server}/docs/assets/index.html").status_code == 404
+    assert httpx.get(f"{server}/redoc").status_code == 404  # FastAPI's ReDoc page would load from a CDN
+    problems: list[str] = []
+    requested: list[str] = []
+    page = watched_page(browser, problems, requested)
+    page.goto(f"{server}/docs")
+    page.wait_for_selector("#operations-default-predict_predict_post", timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_text_contents()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-docs.png"))
+    page.close()
+    assert {"/predict", "/explain", "/v2/models/{name}/infer"} <= {path.replace("\u200b", "") for path in operations}
+    assert problems == []
+    assert all(url.startswith((server, "data:")) for url in requested), requested
 
 
 # ---------------------------------------------------------------- micro-batching, off the event loop
@@ -344,7 +406,7 @@ def test_requests_queued_during_a_batch_share_the_next_one(served, source, image
     held = HeldModel(served)
     chosen = images[:8]
     expected = cnnkit.predict(chosen, onnx=source.onnx, top_k=3)
-    app = create_app(held.model(), ServeOptions(max_batch=max_batch, max_wait_ms=200))
+    app = create_app(held.model(), ServeOptions(max_batch=max_batch, max_wait_ms=200, model_batch=max_batch))
     with background_server(app) as url:
         wait_ready(url)
         held.hold.set()
@@ -576,7 +638,8 @@ def test_300_seeded_bad_requests_get_only_4xx_and_the_service_keeps_answering(se
 def test_serve_help_documents_the_options() -> None:
     result = CliRunner().invoke(cli_app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--workers", "--max-batch", "--max-wait-ms", "--engine", "/predict", "/v2"):
+    options = ("--host", "--port", "--workers", "--max-batch", "--max-wait-ms", "--model-batch", "--engine")
+    for option in (*options, "/predict", "/v2"):
         assert option in result.stdout
 
 
@@ -596,10 +659,52 @@ def test_bad_serve_arguments_are_one_line_and_status_2(monkeypatch, capsys, sour
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def answering_pids(url: str, path: str, deadline: float) -> set[int]:
+    """The worker pids that answer ``path`` with 200 on fresh connections, until two are seen or ``deadline``."""
+    pids: set[int] = set()
+    while len(pids) < 2 and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            response = httpx.get(f"{url}{path}", timeout=5)  # a new connection each time
+            if response.status_code == 200:
+                pids.add(response.json()["pid"])
+        time.sleep(0.02)
+    return pids
+
+
+def test_two_workers_both_answer_and_are_ready(source: ModelSource, images: list[Path], tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [sys.executable, "-m", "cnnkit.cli.main", "serve", str(source.onnx), "--port", str(port)]
+    with open(log, "wb") as output:
+        process = subprocess.Popen([*command, "--workers", "2"], stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = answering_pids(
+            url, "/readyz", time.monotonic() + 180
+        )  # start-up: seconds, or minutes on a busy machine
+        assert len(ready) == 2 and process.pid not in ready, ready
+        expected = cnnkit.predict(images[:4], onnx=source.onnx, top_k=2)
+        response = httpx.post(f"{url}/predict?top_k=2", files=file_fields(images[:4]), timeout=30)
+        assert_same_predictions(response.json()["results"], expected, 1e-5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+
 def test_options_reach_worker_processes_intact() -> None:
     from cnnkit.serve.server import options_from_dict, options_to_dict
 
-    options = ServeOptions(max_batch=4, max_wait_ms=1.5, limits=Limits(max_images=3, timeout_s=2.0))
+    options = ServeOptions(max_batch=4, max_wait_ms=1.5, limits=Limits(max_images=3, timeout_s=2.0), model_batch=2)
     assert options_from_dict(json.loads(json.dumps(options_to_dict(options)))) == options
     source = ModelSource("onnx", onnx=Path("m.onnx"), run=Path("runs/x"))
     assert ModelSource.from_dict(json.loads(json.dumps(source.to_dict()))) == source

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cnnkit.cli.output import console
 from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    from cnnkit.serve import ServeOptions
 
 
 class Engine(StrEnum):
@@ -20,15 +23,36 @@ class Engine(StrEnum):
     torch = "torch"
 
 
-def check_options(port: int, workers: int, max_batch: int, max_wait_ms: float, limits: dict[str, float]) -> None:
-    """Each option in its range, or a one-line error naming it."""
+def check_options(port: int, max_wait_ms: float, positive: dict[str, float | None]) -> None:
+    """Each option in its range, or a one-line error naming it (``positive``: options given as > 0, or None)."""
     if not 0 <= port <= 65535:
         raise CnnkitError(f"--port must be between 0 and 65535, not {port}")
-    for option, value in {"--workers": workers, "--max-batch": max_batch, **limits}.items():
-        if value <= 0:
+    for option, value in positive.items():
+        if value is not None and value <= 0:
             raise CnnkitError(f"{option} must be positive, not {value:g}")
     if max_wait_ms < 0:
         raise CnnkitError(f"--max-wait-ms must be 0 or more, not {max_wait_ms:g}")
+
+
+def service_options(
+    max_batch: int,
+    max_wait_ms: float,
+    model_batch: int | None,
+    max_body_mb: float,
+    max_megapixels: float,
+    max_images: int,
+    timeout: float,
+) -> ServeOptions:
+    """The checked options as the service takes them."""
+    from cnnkit.serve import Limits, ServeOptions
+
+    limits = Limits(
+        max_body_bytes=int(max_body_mb * 1_000_000),
+        max_pixels=int(max_megapixels * 1_000_000),
+        max_images=max_images,
+        timeout_s=timeout,
+    )
+    return ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits, model_batch=model_batch)
 
 
 def serve(
@@ -44,6 +68,9 @@ def serve(
     max_wait_ms: Annotated[
         float, typer.Option(help="Longest an idle model waits for requests already arriving to fill a batch.")
     ] = 5.0,
+    model_batch: Annotated[
+        int | None, typer.Option(help="Images per forward pass; default: the fastest per image, measured at start.")
+    ] = None,
     engine: Annotated[
         Engine, typer.Option(help="onnx (ONNX Runtime; a run is exported into RUN/export first if needed) or torch.")
     ] = Engine.onnx,
@@ -65,24 +92,16 @@ def serve(
     503 with Retry-After (waited past --timeout).
     """
     limits = {"--max-body-mb": max_body_mb, "--max-megapixels": max_megapixels, "--max-images": max_images}
-    check_options(port, workers, max_batch, max_wait_ms, {**limits, "--timeout": timeout})
-    from cnnkit.serve import Limits, ServeOptions, resolve_source
+    batching = {"--workers": workers, "--max-batch": max_batch, "--model-batch": model_batch}
+    check_options(port, max_wait_ms, {**batching, **limits, "--timeout": timeout})
+    from cnnkit.serve import resolve_source
     from cnnkit.serve import serve as run_service
 
     source = resolve_source(target, engine.value)
-    options = ServeOptions(
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        limits=Limits(
-            max_body_bytes=int(max_body_mb * 1_000_000),
-            max_pixels=int(max_megapixels * 1_000_000),
-            max_images=max_images,
-            timeout_s=timeout,
-        ),
-    )
-    runtime = "ONNX Runtime" if source.engine == "onnx" else "PyTorch"
+    options = service_options(max_batch, max_wait_ms, model_batch, max_body_mb, max_megapixels, max_images, timeout)
     console.print(
-        f"serving [bold]{target}[/] on {runtime}: http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
+        f"serving [bold]{target}[/] on {'ONNX Runtime' if source.engine == 'onnx' else 'PyTorch'}: "
+        f"http://{host}:{port}/ (page), /docs (API), /v2 (KServe v2)",
         highlight=False,
         soft_wrap=True,
     )

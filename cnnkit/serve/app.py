@@ -5,6 +5,7 @@ Every refusal is a JSON ``{"error", "code"}`` with a 4xx status; the service kee
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from cnnkit.errors import CnnkitError
+from cnnkit.serve.docs import add_docs_routes
 from cnnkit.serve.limits import HeaderLimit, ServeError, error_response, malformed
 from cnnkit.serve.model import ServedModel
 from cnnkit.serve.service import ServeOptions, Service
@@ -118,10 +120,13 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         version=__version__,
         description=f"{model.engine} engine, {len(model.classes)} classes. The page at / classifies a dropped image.",
         lifespan=service.lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; add_docs_routes serves Swagger UI itself
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(HeaderLimit, max_bytes=service.limits.max_header_bytes)
     install_error_handlers(app)
+    add_docs_routes(app)
     add_health_routes(app, service)
     add_predict_route(app, service)
     if model.explainer is not None:
@@ -135,14 +140,14 @@ def add_health_routes(app: FastAPI, service: Service) -> None:
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("cnnkit.serve").joinpath(PAGE).read_text(encoding="utf-8"))
 
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="Liveness: the process answers (pid: which worker, with --workers)")
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/readyz", summary="Readiness: the model is loaded and warmed up", responses={503: {"model": ErrorBody}})
     async def readyz() -> JSONResponse:
         if service.ready:
-            return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "ready", "pid": os.getpid()})
         return error_response(ServeError(503, "warming_up", "the model is warming up", {"Retry-After": "1"}))
 
     @app.get("/metadata", summary="Classes, input size, preprocessing, limits and model-card facts")
@@ -161,7 +166,11 @@ def describe(service: Service) -> dict[str, Any]:
         "channels": p.channels,
         "preprocessing": p.to_dict(),
         "explain": model.explainer is not None,
-        "batching": {"max_batch": service.options.max_batch, "max_wait_ms": service.options.max_wait_ms},
+        "batching": {
+            "max_batch": service.options.max_batch,
+            "max_wait_ms": service.options.max_wait_ms,
+            "model_batch": service.model_batch,
+        },
         "limits": service.limits.to_dict(),
         "model_card": model.facts,
     }

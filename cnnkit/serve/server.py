@@ -36,7 +36,7 @@ def options_to_dict(options: ServeOptions) -> dict[str, Any]:
 
 
 def options_from_dict(data: dict[str, Any]) -> ServeOptions:
-    return ServeOptions(data["max_batch"], data["max_wait_ms"], Limits(**data["limits"]))
+    return ServeOptions(data["max_batch"], data["max_wait_ms"], Limits(**data["limits"]), data["model_batch"])
 
 
 def build_app(source: ModelSource, options: ServeOptions) -> FastAPI:

@@ -1,16 +1,21 @@
 """The service's state and request work shared by every route: reading images, decoding them, batching them.
 
-Decoding runs on worker threads and inference on the batcher's thread, so the event loop only
-moves bytes and answers; a health check never waits behind a batch.
+Parsing and decoding run on a pool of one thread per core and inference on the batcher's thread, so
+the event loop only moves bytes and answers; a health check never waits behind a batch. The pool is
+kept that small on purpose: more decoding threads than cores only take turns with ONNX Runtime's own
+threads, and a parallel operator that loses a core to one of them waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from starlette.requests import Request
@@ -22,6 +27,7 @@ from cnnkit.serve.multipart import multipart_parts
 
 RAW_BODY_TYPES = ("", "application/octet-stream")
 WARM_UP_BATCHES = (1, 2)
+Result = TypeVar("Result")
 CURL_HINT = "curl -F file=@cat.jpg URL, or --data-binary @cat.jpg -H 'Content-Type: image/jpeg'"
 
 
@@ -32,6 +38,7 @@ class ServeOptions:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    model_batch: int | None = None  # images per forward pass; None: the fastest per image, measured at warm-up
 
 
 @dataclass
@@ -47,18 +54,21 @@ class Service:
 
     def __init__(self, model: ServedModel, options: ServeOptions) -> None:
         self.model, self.options, self.limits = model, options, options.limits
+        self.model_batch = options.model_batch
         self.batcher = MicroBatcher(
-            model.probabilities,
+            self.run_model,
             max_batch=options.max_batch,
             max_wait_s=options.max_wait_ms / 1000,
             timeout_s=options.limits.timeout_s,
             max_queued=options.limits.max_queued_images,
         )
         self.ready = False
+        self._workers: ThreadPoolExecutor | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         """Start batching, warm the model up in the background (``/readyz`` says when), stop on shutdown."""
+        self._workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="cnnkit-decode")
         self.batcher.start()
         warm_up = asyncio.get_running_loop().create_task(self._warm_up())
         try:
@@ -67,11 +77,22 @@ class Service:
             warm_up.cancel()
             self.ready = False
             await self.batcher.stop()
+            self._workers.shutdown(wait=True)
+
+    async def off_loop(self, work: Callable[..., Result], *args: Any) -> Result:
+        """Run request work (parsing, decoding) on the worker pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
 
     async def _warm_up(self) -> None:
         sizes = tuple(sorted({1, *WARM_UP_BATCHES, self.options.max_batch}))
         await self.batcher.run_in_model_thread(self.model.warm_up, sizes)
+        if self.model_batch is None:
+            self.model_batch = await self.batcher.run_in_model_thread(self.model.fastest_batch, self.options.max_batch)
         self.ready = True
+
+    def run_model(self, images: torch.Tensor) -> torch.Tensor:
+        """One gathered batch through the model, ``model_batch`` images a forward pass (on the inference thread)."""
+        return self.model.probabilities(images, self.model_batch)
 
     async def request_images(self, request: Request) -> list[NamedImage]:
         """The images of a request: every file part of a multipart form, or the whole body as one image.
@@ -79,7 +100,7 @@ class Service:
         Parsing runs on a worker thread: a 10 MB form would otherwise hold up the event loop.
         """
         body = await read_body(request, self.limits.max_body_bytes)
-        return await asyncio.to_thread(self.body_images, body, request.headers.get("content-type", ""))
+        return await self.off_loop(self.body_images, body, request.headers.get("content-type", ""))
 
     def body_images(self, body: bytes, content_type: str) -> list[NamedImage]:
         kind = content_type.split(";")[0].strip().lower()
@@ -123,7 +144,7 @@ class Service:
         async with self.batcher.incoming() as submit:
             images = await read_images()
             read = time.perf_counter()
-            tensors = await asyncio.to_thread(self.prepared, images)
+            tensors = await self.off_loop(self.prepared, images)
             decoded = time.perf_counter()
             answers = await submit(tensors)
         finished = time.perf_counter()
@@ -152,5 +173,5 @@ class Service:
             raise too_large(f"/explain takes one image per request, not {len(images)}")
         index = None if class_name is None else explainer.class_index(class_name)
         budget = min(self.limits.max_pixels, self.limits.max_explain_pixels)
-        image = await asyncio.to_thread(self.decode, images[0], budget)
+        image = await self.off_loop(self.decode, images[0], budget)
         return await self.batcher.run_in_model_thread(explainer.explain, image, index)

@@ -9,7 +9,6 @@ asks for it (``binary_data_output``, or ``binary_data`` on a requested output).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -148,7 +147,7 @@ def requested_outputs(document: dict[str, Any]) -> tuple[list[str], set[str]]:
 async def read_infer_request(request: Request, service: Service) -> InferRequest:
     """Read the body, then parse it (JSON, base64) on a worker thread, away from the event loop."""
     body = await read_body(request, service.limits.max_body_bytes)
-    return await asyncio.to_thread(parse_infer_request, body, request.headers.get(HEADER_LENGTH), service.limits)
+    return await service.off_loop(parse_infer_request, body, request.headers.get(HEADER_LENGTH), service.limits)
 
 
 def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
