@@ -30,7 +30,6 @@ from cnnkit.check.findings import (
 )
 from cnnkit.data.decode import UndecodableImage, decode_bytes
 from cnnkit.data.folders import DatasetSplits
-from cnnkit.errors import CnnkitError
 
 OVERSIZED_MEGAPIXELS = 24.0  # larger than a 6000 x 4000 photo
 OVERSIZED_MEGABYTES = 20.0
@@ -59,24 +58,6 @@ class FileFacts:
     @property
     def readable(self) -> bool:
         return self.error is None
-
-
-def image_refs(splits: DatasetSplits) -> list[ImageRef]:
-    """Every file of every split, train first: the order all of ``cnnkit.check`` indexes images by."""
-    refs: list[ImageRef] = []
-    for split in SPLIT_ORDER:
-        images = getattr(splits, split)
-        if images is None:
-            continue
-        if images.arrays is not None:
-            raise CnnkitError(
-                f"{splits.name} is a built-in dataset held in memory; cnnkit check reads image folders (DIR/<class>/*)"
-            )
-        refs.extend(
-            ImageRef(source, splits.classes[label], split)
-            for source, label in zip(images.sources, images.labels, strict=True)
-        )
-    return refs
 
 
 def show_progress(items: Iterable[Item], total: int, description: str, progress: bool) -> Iterator[Item]:
