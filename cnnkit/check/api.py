@@ -57,7 +57,7 @@ def check_dataset(
         raise CnnkitError(f"--similarity must be in (0, 1], not {similarity}")
     clock = time.perf_counter()
     splits = data if isinstance(data, DatasetSplits) else load_dataset(data, val_split, test_split, seed)
-    facts = scan_files(dataset_files(splits), perceptual=True, progress=progress)
+    facts = scan_files(dataset_files(splits), progress=progress)
     findings = _empty_findings(splits, facts, FULL_CHECKS)
     findings.model = model
     findings.settings = {"similarity": similarity, "seed": seed, "val_split": val_split, "test_split": test_split}

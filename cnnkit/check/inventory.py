@@ -80,8 +80,8 @@ def parallel_map(
         return list(show_progress(pool.map(function, refs), len(refs), description, progress))
 
 
-def read_facts(ref: ImageRef, perceptual: bool) -> FileFacts:
-    """Decode one file and summarize it; ``perceptual`` adds the hashes and brightness near duplicates need."""
+def read_facts(ref: ImageRef) -> FileFacts:
+    """Decode one file and summarize it, with the hashes and brightness near duplicates and outliers need."""
     try:
         data = Path(ref.path).read_bytes()
     except OSError as exc:
@@ -95,8 +95,7 @@ def read_facts(ref: ImageRef, perceptual: bool) -> FileFacts:
     facts.height, facts.width = pixels.shape[-2:]
     facts.digest = pixel_digest(pixels)
     facts.mode = colour_mode(data)
-    if perceptual:
-        add_perceptual_facts(facts, pixels)
+    add_perceptual_facts(facts, pixels)
     return facts
 
 
@@ -130,9 +129,9 @@ def add_perceptual_facts(facts: FileFacts, pixels: torch.Tensor) -> None:
     facts.mirrored_phash = imagehash.phash(ImageOps.mirror(grey)).hash.flatten()
 
 
-def scan_files(refs: list[ImageRef], perceptual: bool, progress: bool) -> list[FileFacts]:
+def scan_files(refs: list[ImageRef], progress: bool) -> list[FileFacts]:
     """:func:`read_facts` for every file, with a progress bar."""
-    return parallel_map(lambda ref: read_facts(ref, perceptual), refs, "Reading images", progress)
+    return parallel_map(read_facts, refs, "Reading images", progress)
 
 
 def class_imbalance(splits: DatasetSplits) -> Imbalance:
