@@ -130,6 +130,10 @@ class TrainConfig:
     drop_empty_classes: bool = _option(
         False, "Leave out class folders with no readable image (recorded in the run) instead of stopping."
     )
+    dedupe: bool = _option(
+        False, "Drop from val and test the files that an earlier split also holds (recorded in the run); "
+        "training always warns about files repeated across splits or classes.",
+    )  # fmt: skip
     patience: int = _option(5, "Early stopping: epochs without a better validation accuracy.", low=1)
     val_split: float = _option(
         0.15, "Validation fraction when the data has no val folder.", low=0.0, high=1.0, open_low=True, open_high=True

@@ -76,6 +76,7 @@ class RunFacts:
     fine_tune_precision: str | None = None
     num_images: dict[str, int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
+    dropped_duplicates: list[str] = field(default_factory=list)  # val/test files --dedupe left out
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
@@ -18,6 +20,7 @@ from cnnkit.check.labels import find_label_candidates
 from cnnkit.check.outliers import embedding_outliers
 from cnnkit.cli.main import app, main
 from cnnkit.data import load_dataset
+from cnnkit.data.duplicates import DuplicateFilesWarning, screen_duplicates
 from cnnkit.errors import CnnkitError
 from tests.conftest import DATASETS, write_shapes_dataset
 
@@ -148,6 +151,48 @@ def test_dedupe_drops_val_and_test_copies_only(leaky_dir: Path) -> None:
     assert len(deduped.val) == len(splits.val) - 1 and len(deduped.test) == len(splits.test) - 1
     assert not any("copy_in" in source for source in deduped.val.sources + deduped.test.sources)
     assert quick_check(deduped).leaks == []
+
+
+def test_a_val_folder_that_copies_train_cannot_be_deduped(tmp_path: Path) -> None:
+    root = write_shapes_dataset(tmp_path / "copied", per_class=6, layout="split")
+    shutil.rmtree(root / "val")
+    shutil.copytree(root / "train", root / "val")
+    splits = load_dataset(root)
+    with pytest.raises(CnnkitError, match=r"every val image .* also appears in an earlier split"):
+        dedupe(splits, quick_check(splits))
+
+
+def _train_shapes(data: Path, out: Path, *flags: str):
+    """``cnnkit train`` through the CLI, one quick epoch of plain_cnn at 32 px; the run's resolved facts."""
+    arguments = ["train", str(data), "--model", "plain_cnn", "--epochs", "1", "--image-size", "32", "--augment",
+                 "none", "--out", str(out), "--json", *flags]  # fmt: skip
+    result = CliRunner().invoke(app, arguments, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load((out / "config.yaml").read_text())
+
+
+def test_training_screens_for_repeated_files_with_one_warning(leaky_dir: Path) -> None:
+    splits = load_dataset(leaky_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        screened, dropped = screen_duplicates(splits)
+    lines = [str(w.message) for w in caught]
+    assert len(lines) == 1 and caught[0].category is DuplicateFilesWarning
+    assert lines[0].startswith("2 group(s) of duplicate images (5 files): 1 under two or more classes, 1 shared")
+    assert f"see them with: cnnkit check {leaky_dir}; --dedupe drops the val/test copies" in lines[0]
+    assert screened is splits and dropped == []
+
+
+def test_train_dedupe_drops_the_copies_and_records_them(leaky_dir: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = _train_shapes(leaky_dir, tmp_path / "deduped", "--dedupe")
+    lines = [str(w.message) for w in caught if w.category is DuplicateFilesWarning]
+    assert len(lines) == 1 and lines[0].endswith("--dedupe dropped 2 val/test file(s)")
+    facts = config["resolved"]
+    assert [Path(p).name for p in facts["dropped_duplicates"]] == ["copy_in_val.png", "copy_in_test.png"]
+    assert facts["num_images"] == {"train": 19, "val": 6, "test": 6}  # 18 + the stripes copy; the copies left
+    assert config["dedupe"] is True  # so --config repeats it
 
 
 def test_imbalance_names_the_remedies(tmp_path: Path) -> None:

@@ -2,25 +2,26 @@
 
 ``check_dataset`` reads every file once, embeds the readable ones with a pretrained network (through
 the feature cache), and runs the duplicate, label and outlier checks on those embeddings.
-``quick_check`` needs no model: it hashes decoded pixels only, so training can run it on every start.
+``quick_check`` needs no model and decodes nothing: it finds the files repeated across classes or
+splits from their bytes (:mod:`cnnkit.data.duplicates`, which training runs on every start).
 ``dedupe`` removes from val and test the copies of pictures that an earlier split already holds.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cnnkit.check.duplicates import DEFAULT_SIMILARITY, NearCopyRule, exact_groups, find_duplicates
 from cnnkit.check.embeddings import DEFAULT_MODEL, embed_files, unit_rows
-from cnnkit.check.findings import SPLIT_ORDER, CheckFindings, ImageRef
-from cnnkit.check.inventory import FileFacts, build_inventory, image_refs, scan_files
+from cnnkit.check.findings import CheckFindings, DuplicateGroup, ImageRef
+from cnnkit.check.inventory import FileFacts, build_inventory, scan_files
 from cnnkit.check.labels import find_label_candidates
 from cnnkit.check.outliers import embedding_outliers, pixel_outliers
 from cnnkit.data.datasets import load_dataset
+from cnnkit.data.duplicates import conflicting_labels, crosses_splits, dataset_files, drop_copies, identical_files
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.errors import CnnkitError
 
@@ -56,7 +57,7 @@ def check_dataset(
         raise CnnkitError(f"--similarity must be in (0, 1], not {similarity}")
     clock = time.perf_counter()
     splits = data if isinstance(data, DatasetSplits) else load_dataset(data, val_split, test_split, seed)
-    facts = scan_files(image_refs(splits), perceptual=True, progress=progress)
+    facts = scan_files(dataset_files(splits), progress=progress)
     findings = _empty_findings(splits, facts, FULL_CHECKS)
     findings.model = model
     findings.settings = {"similarity": similarity, "seed": seed, "val_split": val_split, "test_split": test_split}
@@ -93,51 +94,26 @@ def _model_checks(
     findings.outliers = embedding_outliers(facts, unit, findings.classes) + pixel_outliers(facts)
 
 
-def quick_check(splits: DatasetSplits, *, progress: bool = False) -> CheckFindings:
-    """Only what needs no model: pictures (equal decoded pixels) shared between splits or between classes.
+def quick_check(splits: DatasetSplits) -> CheckFindings:
+    """Only what needs no model and no decoding: files repeated between splits or between classes.
 
-    Meant for training to run before it starts; ``findings.warning`` is the one line to print
-    (None when nothing was found), and it names the command that shows the rest.
+    Training runs the same check (:func:`cnnkit.data.duplicates.screen_duplicates`); ``findings.warning``
+    is the line it prints. The inventory holds counts and class imbalance only (sizes need decoding).
     """
     clock = time.perf_counter()
-    facts = scan_files(image_refs(splits), perceptual=False, progress=progress)
-    findings = _empty_findings(splits, facts, QUICK_CHECKS)
-    findings.duplicates = [g for g in exact_groups(facts) if g.crosses_splits or g.conflicting_labels]
+    groups = identical_files(dataset_files(splits))
+    findings = _empty_findings(splits, [], QUICK_CHECKS)
+    findings.duplicates = [
+        DuplicateGroup("exact", group) for group in groups if crosses_splits(group) or conflicting_labels(group)
+    ]
     findings.seconds["read"] = round(time.perf_counter() - clock, 2)
     return findings
 
 
 def dedupe(splits: DatasetSplits, findings: CheckFindings) -> tuple[DatasetSplits, list[ImageRef]]:
-    """``splits`` without the val and test files whose picture an earlier split (train, then val) also holds.
+    """``splits`` without the val and test files whose picture (exact or near copy) an earlier split also holds.
 
-    Membership is read from ``splits`` itself, so findings from another seed or split still drop
-    only what leaks here. Returns the new splits and the files it dropped (with the split they left).
+    Returns the new splits and the files it dropped (with the split they left); see
+    :func:`cnnkit.data.duplicates.drop_copies`.
     """
-    split_of = {
-        source: split
-        for split in SPLIT_ORDER
-        if (images := getattr(splits, split)) is not None
-        for source in images.sources
-    }
-    dropped: list[ImageRef] = []
-    for group in findings.duplicates:
-        present = [(SPLIT_ORDER.index(split_of[image.path]), image) for image in group.images if image.path in split_of]
-        if not present:
-            continue
-        earliest = min(order for order, _ in present)
-        dropped += [replace(image, split=SPLIT_ORDER[order]) for order, image in present if order > earliest]
-    dropped = sorted(set(dropped), key=lambda ref: (SPLIT_ORDER.index(ref.split), ref.path))
-    gone = {ref.path for ref in dropped}
-    changes = {}
-    for split in ("val", "test"):
-        images = getattr(splits, split)
-        if images is None:
-            continue
-        kept = [i for i, source in enumerate(images.sources) if source not in gone]
-        if not kept:
-            raise CnnkitError(
-                f"every {split} image of {splits.root} also appears in an earlier split; re-split the data"
-            )
-        changes[split] = images.subset(kept)
-    note = f"dropped {len(dropped)} val/test file(s) whose picture an earlier split also holds"
-    return replace(splits, **changes, notes=[*splits.notes, note] if dropped else list(splits.notes)), dropped
+    return drop_copies(splits, [group.images for group in findings.duplicates])

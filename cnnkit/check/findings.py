@@ -9,18 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from cnnkit.data.duplicates import SPLIT_ORDER, ImageRef, conflicting_labels, crosses_splits, duplicates_line
+
 DuplicateKind = Literal["exact", "near", "flip"]
 OutlierReason = Literal["far from every class", "near-blank", "very dark"]
-SPLIT_ORDER = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One file of the dataset: where it is, the class its folder gives it, and its split."""
-
-    path: str
-    label: str
-    split: str
 
 
 @dataclass(frozen=True)
@@ -111,12 +103,12 @@ class DuplicateGroup:
     @property
     def conflicting_labels(self) -> bool:
         """The same picture under two or more classes: at least one label is wrong."""
-        return len(self.classes) > 1
+        return conflicting_labels(self.images)
 
     @property
     def crosses_splits(self) -> bool:
         """The same picture in train and val/test: evaluation scores it on an image it trained on."""
-        return len(self.splits) > 1
+        return crosses_splits(self.images)
 
     @property
     def scope(self) -> str:
@@ -189,16 +181,8 @@ class CheckFindings:
 
     @property
     def warning(self) -> str | None:
-        """One line for training to print when the same picture sits in two classes or two splits."""
-        serious = [group for group in self.duplicates if group.conflicting_labels or group.crosses_splits]
-        if not serious:
-            return None
-        files = sum(len(group.images) for group in serious)
-        conflicts, leaks = len(self.conflicting_labels), len(self.leaks)
-        return (
-            f"{len(serious)} group(s) of duplicate images ({files} files): {conflicts} under two or more classes, "
-            f"{leaks} shared between splits; see them with: cnnkit check {self.root}"
-        )
+        """One line when the same picture sits in two classes or two splits (training prints the same one)."""
+        return duplicates_line([group.images for group in self.duplicates], self.root)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -30,7 +30,6 @@ from cnnkit.check.findings import (
 )
 from cnnkit.data.decode import UndecodableImage, decode_bytes
 from cnnkit.data.folders import DatasetSplits
-from cnnkit.errors import CnnkitError
 
 OVERSIZED_MEGAPIXELS = 24.0  # larger than a 6000 x 4000 photo
 OVERSIZED_MEGABYTES = 20.0
@@ -61,24 +60,6 @@ class FileFacts:
         return self.error is None
 
 
-def image_refs(splits: DatasetSplits) -> list[ImageRef]:
-    """Every file of every split, train first: the order all of ``cnnkit.check`` indexes images by."""
-    refs: list[ImageRef] = []
-    for split in SPLIT_ORDER:
-        images = getattr(splits, split)
-        if images is None:
-            continue
-        if images.arrays is not None:
-            raise CnnkitError(
-                f"{splits.name} is a built-in dataset held in memory; cnnkit check reads image folders (DIR/<class>/*)"
-            )
-        refs.extend(
-            ImageRef(source, splits.classes[label], split)
-            for source, label in zip(images.sources, images.labels, strict=True)
-        )
-    return refs
-
-
 def show_progress(items: Iterable[Item], total: int, description: str, progress: bool) -> Iterator[Item]:
     """A Rich bar with ETA on stderr when ``progress`` is set; the items unchanged either way."""
     if not progress:
@@ -99,8 +80,8 @@ def parallel_map(
         return list(show_progress(pool.map(function, refs), len(refs), description, progress))
 
 
-def read_facts(ref: ImageRef, perceptual: bool) -> FileFacts:
-    """Decode one file and summarize it; ``perceptual`` adds the hashes and brightness near duplicates need."""
+def read_facts(ref: ImageRef) -> FileFacts:
+    """Decode one file and summarize it, with the hashes and brightness near duplicates and outliers need."""
     try:
         data = Path(ref.path).read_bytes()
     except OSError as exc:
@@ -114,8 +95,7 @@ def read_facts(ref: ImageRef, perceptual: bool) -> FileFacts:
     facts.height, facts.width = pixels.shape[-2:]
     facts.digest = pixel_digest(pixels)
     facts.mode = colour_mode(data)
-    if perceptual:
-        add_perceptual_facts(facts, pixels)
+    add_perceptual_facts(facts, pixels)
     return facts
 
 
@@ -149,9 +129,9 @@ def add_perceptual_facts(facts: FileFacts, pixels: torch.Tensor) -> None:
     facts.mirrored_phash = imagehash.phash(ImageOps.mirror(grey)).hash.flatten()
 
 
-def scan_files(refs: list[ImageRef], perceptual: bool, progress: bool) -> list[FileFacts]:
+def scan_files(refs: list[ImageRef], progress: bool) -> list[FileFacts]:
     """:func:`read_facts` for every file, with a progress bar."""
-    return parallel_map(lambda ref: read_facts(ref, perceptual), refs, "Reading images", progress)
+    return parallel_map(read_facts, refs, "Reading images", progress)
 
 
 def class_imbalance(splits: DatasetSplits) -> Imbalance:

@@ -17,6 +17,7 @@ import torch
 
 from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
 from cnnkit.data.datasets import DecodedImages, DecodedSplits, decode_splits, load_dataset
+from cnnkit.data.duplicates import screen_duplicates
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.data.sizes import survey_sizes
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
@@ -113,6 +114,7 @@ def prepare(
             config.data, config.val_split, config.test_split, config.seed, max_pixels=config.max_pixels,
             drop_empty_classes=config.drop_empty_classes,
         )  # fmt: skip
+    dataset, dropped = screen_duplicates(dataset, config.dedupe)
     L.seed_everything(config.seed, verbose=False)
     size = _input_size(config, dataset, plan, stored)
     network = create_model(
@@ -121,7 +123,9 @@ def prepare(
     )  # fmt: skip
     if plan.file is not None:
         load_starting_weights(network, plan.file)
-    facts = _initial_facts(config, dataset, network, plan, size)
+    facts = _initial_facts(config, dataset, network, plan, size).updated(
+        dropped_duplicates=[ref.path for ref in dropped]
+    )
     _check_same_data(stored, facts, run_dir)
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
