@@ -49,7 +49,7 @@ def check_tta(tta: str) -> None:
 def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """A decoded uint8 image -> the uint8 crop the model sees."""
     p = preprocessing
-    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation)
+    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation, p.resize == "squash")
 
 
 def read_image(path: str | Path, channels: int) -> torch.Tensor:
@@ -108,16 +108,38 @@ class Predictor:
             batch = normalize(images[start : start + batch_size]).to(self.device)
             batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                probs = (self.model(batch).float() / self.temperature).softmax(1)
+                probs = (class_logits(self.model(batch)).float() / self.temperature).softmax(1)
                 if tta == "flip":
-                    probs = (probs + (self.model(batch.flip(-1)).float() / self.temperature).softmax(1)) / 2
+                    mirrored = class_logits(self.model(batch.flip(-1))).float()
+                    probs = (probs + (mirrored / self.temperature).softmax(1)) / 2
             outputs.append(probs.cpu())
         if not outputs:
             return torch.empty(0, len(self.classes))
         return torch.cat(outputs)
 
+    @torch.inference_mode()
+    def localize(self, images: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities (N, K), boxes (N, 4) as corners in [0, 1] of the image) from a localization model."""
+        if not isinstance(getattr(self.model, "box_head", None), torch.nn.Module):
+            raise CnnkitError("this model predicts classes only; train with --task localize for boxes")
+        normalize = eval_transform(self.preprocessing)
+        batch_size = batch_size or inference_batch_size(self.device)
+        probabilities, boxes = [torch.empty(0, len(self.classes))], [torch.empty(0, 4)]
+        for start in range(0, len(images), batch_size):
+            batch = normalize(images[start : start + batch_size]).to(self.device)
+            with autocast(self.device, self.precision):
+                logits, predicted = self.model(batch.contiguous(memory_format=torch.channels_last))
+            probabilities.append((logits.float() / self.temperature).softmax(1).cpu())
+            boxes.append(predicted.float().cpu())
+        return torch.cat(probabilities), torch.cat(boxes)
+
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return load_images(paths, self.preprocessing)
+
+
+def class_logits(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The class logits of a model's output: a localization model returns (logits, boxes)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
 
 
 @dataclass

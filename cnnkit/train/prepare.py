@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,14 @@ import lightning as L
 import torch
 
 from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
+from cnnkit.data.boxes import resolve_task
 from cnnkit.data.datasets import DecodedImages, DecodedSplits, decode_splits, load_dataset
 from cnnkit.data.folders import DatasetSplits
 from cnnkit.data.transforms import eval_transform, resolve_augment, train_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import write_json
 from cnnkit.models.classifier import Classifier, feature_blocks
+from cnnkit.models.localizer import Localizer
 from cnnkit.models.registry import create_model, get_model_info
 from cnnkit.models.starting import RandomInitWarning, WeightsPlan, load_starting_weights, plan_weights
 from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
@@ -31,6 +33,7 @@ from cnnkit.train.loaders import class_weights, views_per_class
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
 DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
 DEFAULT_CACHE_VIEWS = 3
+DEFAULT_LOCALIZE_EPOCHS = {"scratch": 30, "pretrained": 12, "fine_tune": 10}  # images, not cached features
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Prepared:
     decode_seconds: float = 0.0
     test_images: DecodedImages | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # every file left out of any split, and why
+    boxes: dict[str, list[float]] | None = None  # localization: normalized box corners of every kept image
 
     def record(self, **changes: Any) -> None:
         """Add facts as they become known and rewrite ``config.yaml``."""
@@ -110,6 +114,7 @@ def prepare(
             config.data, config.val_split, config.test_split, config.seed, max_pixels=config.max_pixels,
             drop_empty_classes=config.drop_empty_classes,
         )  # fmt: skip
+    task, dataset, boxes = resolve_task(config.task.value, config.boxes, dataset)
     L.seed_everything(config.seed, verbose=False)
     kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
     network = create_model(
@@ -118,7 +123,12 @@ def prepare(
     )  # fmt: skip
     if plan.file is not None:
         load_starting_weights(network, plan.file)
+    if task == "localize":
+        network.preprocessing = replace(network.preprocessing, resize="squash")
+        network = Localizer(network)
     facts = _initial_facts(config, dataset, network, plan)
+    if task == "localize":
+        facts = _localize_facts(config, facts)
     _check_same_data(stored, facts, run_dir)
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
@@ -128,10 +138,18 @@ def prepare(
     prepared = Prepared(
         config, facts, run_dir, dataset, network, decoded.train, decoded.val, pick_device(config.device),
         _transforms(facts), None, torch.empty(0), unfreeze_top, round(time.perf_counter() - decode_started, 2),
-        test_images=decoded.test, skipped=decoded.skipped,
+        test_images=decoded.test, skipped=decoded.skipped, boxes=boxes,
     )  # fmt: skip
     _resolve_imbalance(prepared)
     return prepared
+
+
+def _localize_facts(config: TrainConfig, facts: RunFacts) -> RunFacts:
+    """Localization trains on images (no feature cache), with its own default epochs."""
+    pretrained = facts.pretrained
+    epochs = config.epochs or DEFAULT_LOCALIZE_EPOCHS["pretrained" if pretrained else "scratch"]
+    fine_tune = config.fine_tune_epochs if config.fine_tune_epochs is not None else DEFAULT_LOCALIZE_EPOCHS["fine_tune"]
+    return facts.updated(task="localize", feature_cache=False, epochs=epochs, fine_tune_epochs=fine_tune * pretrained)
 
 
 def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> DecodedSplits:
