@@ -164,7 +164,7 @@ class RunRecorder(L.Callback):
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         now = time.perf_counter()
         extra = {name: value for name, value in metrics.items() if name not in HISTORY_COLUMNS}  # e.g. val_iou
-        return {**extra, 
+        return {**extra,
             "epoch": len(self.progress.rows) + 1, "stage": self.stage, "loss": metrics["loss"],
             "accuracy": metrics["accuracy"], "val_loss": metrics["val_loss"],
             "val_accuracy": metrics["val_accuracy"], "lr": metrics["lr"], "seconds": now - self.epoch_started,
