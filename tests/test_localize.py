@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_a_synthetic_box_task_is_learned_far_above_the_constant_box(localize_run
 
 
 def test_a_reloaded_run_predicts_the_same_boxes_in_pixels(localize_run, boxes_dir: Path) -> None:
-    from cnnkit.evaluate.boxes import pixel_box
+    from cnnkit.data.boxes import pixel_box
     from cnnkit.predictor import Predictor
     from cnnkit.run import load_run
 
@@ -125,20 +126,80 @@ def test_a_reloaded_run_predicts_the_same_boxes_in_pixels(localize_run, boxes_di
     assert 0 <= pixels[0] < pixels[2] <= 40 and 0 <= pixels[1] < pixels[3] <= 40
 
 
-def test_exported_onnx_gives_the_same_boxes_as_pytorch(localize_run, tmp_path: Path) -> None:
-    from cnnkit.export.localize import export_localizer_onnx, onnx_localize
-
-    model = localize_run.model.eval()
-    path = export_localizer_onnx(model, tmp_path / "loc.onnx")
-    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+def _reference_boxes(run, paths: list[Path]) -> torch.Tensor:
+    """The reloaded run's boxes for image files, in [0, 1], computed by hand from the predictor."""
     from cnnkit.predictor import Predictor
+    from cnnkit.run import load_run
 
-    probabilities, boxes = Predictor.create(model, localize_run.classes, device="cpu", precision="fp32").localize(
-        images
-    )
-    onnx_probabilities, onnx_boxes = onnx_localize(path, images, model.preprocessing)
-    assert torch.allclose(onnx_boxes, boxes, atol=1e-4)
-    assert torch.allclose(onnx_probabilities, probabilities, atol=1e-4)
+    loaded = load_run(run.path)
+    predictor = Predictor.create(loaded.load_model(), loaded.classes, device="cpu", precision="fp32")
+    return predictor.localize(predictor.load_images(paths))[1]
+
+
+def test_predict_gives_the_box_in_pixels_of_the_original_photo_and_draws_it(localize_run, boxes_dir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cnnkit.cli.main import app
+
+    photo = tmp_path / "wide.png"  # not the model's square: the box must come back in this photo's pixels
+    Image.open(boxes_dir / "red" / "001.png").resize((100, 60)).save(photo)
+    drawn = tmp_path / "drawn.png"
+    result = CliRunner().invoke(app, ["predict", str(photo), "--run", str(localize_run.path), "--json", "--draw",
+                                      str(drawn)], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [answer] = json.loads(result.output)
+    expected = _reference_boxes(localize_run, [photo])[0] * torch.tensor([100, 60, 100, 60])
+    assert torch.allclose(torch.tensor(answer["box"]), expected, atol=0.06) and answer["image_size"] == [100, 60]
+    assert answer["predictions"][0]["label"] == "red" and answer["drawn"] == str(drawn)
+    pixels = np.asarray(Image.open(drawn).convert("RGB"))
+    assert pixels.shape == (60, 100, 3)
+    xmin, _, xmax, ymax = (round(v) for v in answer["box"])
+    bottom = pixels[max(ymax - 2, 0) : ymax + 2, xmin + 1 : xmax - 1]  # the box's bottom line, drawn in red
+    assert (bottom == (255, 0, 0)).all(-1).any(0).mean() > 0.9
+    folder = tmp_path / "many"
+    answers = cnnkit_predict([photo, boxes_dir / "blue" / "001.png"], localize_run.path, folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["001.png", "wide.png"]
+    assert Image.open(folder / "001.png").size == (40, 40) and answers[0]["box"] == answer["box"]
+
+
+def cnnkit_predict(paths: list[Path], run: Path, draw: Path) -> list[dict]:
+    import cnnkit
+
+    return cnnkit.predict(paths, run=run, draw=draw)
+
+
+def test_evaluate_reports_iou_overall_and_per_class(localize_run) -> None:
+    from typer.testing import CliRunner
+
+    from cnnkit.cli.main import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(localize_run.path), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    boxes = json.loads(result.output)["localization"]
+    metrics = localize_run.metrics  # training scored the same test split with the same model
+    assert boxes["num_images"] == metrics["num_test"] and abs(boxes["mean_iou"] - metrics["test_mean_iou"]) < 1e-5
+    assert abs(boxes["both_right"] - metrics["test_both_right"]) < 1e-6
+    assert set(boxes["per_class"]) == {"blue", "red"}
+    assert all(0 <= row["iou75"] <= row["iou50"] <= 1 for row in boxes["per_class"].values())
+    table = CliRunner().invoke(app, ["evaluate", str(localize_run.path)], catch_exceptions=False).output
+    assert "mean IoU" in table and "both right" in table
+
+
+def test_export_checks_the_boxes_against_pytorch(localize_run, boxes_dir, tmp_path: Path) -> None:
+    import cnnkit
+    from cnnkit.export.onnx import OnnxPredictor
+
+    result = cnnkit.export(localize_run.path, "onnx", out=tmp_path / "loc.onnx")
+    checks = result.card["checks"]
+    assert result.passed and checks["max_abs_box_diff"] <= 1e-4 and "boxes" in result.card["outputs"]
+    photos = [boxes_dir / "red" / "002.png", boxes_dir / "blue" / "003.png"]
+    onnx = OnnxPredictor.load(result.path)
+    _, boxes = onnx.localize(onnx.load_images(photos))
+    assert torch.allclose(boxes, _reference_boxes(localize_run, photos), atol=1e-4)
+    scripted = cnnkit.export(localize_run.path, "torchscript", out=tmp_path / "loc.torchscript.pt")
+    assert scripted.passed and scripted.card["checks"]["max_abs_box_diff"] <= 1e-4
+    with pytest.raises(CnnkitError, match="ONNX or TorchScript"):
+        cnnkit.export(localize_run.path, "coreml", out=tmp_path / "loc.mlpackage")
 
 
 def _annotated(tmp_path: Path, rows: list[str], header: str = "path,label,xmin,ymin,xmax,ymax,width,height"):

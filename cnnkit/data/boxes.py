@@ -148,6 +148,12 @@ def image_size(path: str) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def pixel_box(box: torch.Tensor | list[float], width: int, height: int) -> list[float]:
+    """Normalized corners -> pixel corners of an image ``width`` x ``height`` (localization squashes, never crops)."""
+    xmin, ymin, xmax, ymax = (float(v) for v in box)
+    return [round(xmin * width, 1), round(ymin * height, 1), round(xmax * width, 1), round(ymax * height, 1)]
+
+
 def _checked_box(annotations: Annotations, key: str, size: tuple[int, int]) -> tuple[list[float] | None, str]:
     """The normalized box of one image, or None and why it is left out."""
     boxes = annotations.boxes.get(key, [])

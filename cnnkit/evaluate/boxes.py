@@ -7,6 +7,7 @@ The baseline to beat is one constant box (the training images' mean box) for eve
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +51,20 @@ def constant_box_metrics(train_boxes: torch.Tensor, boxes: torch.Tensor) -> dict
     return scores
 
 
-def pixel_box(box: torch.Tensor | list[float], width: int, height: int) -> list[float]:
-    """Normalized corners -> pixel corners of an image ``width`` x ``height`` (localization squashes, never crops)."""
-    xmin, ymin, xmax, ymax = (float(v) for v in box)
-    return [round(xmin * width, 1), round(ymin * height, 1), round(xmax * width, 1), round(ymax * height, 1)]
+def _font_path() -> str:
+    """The DejaVu Sans font matplotlib ships: torchvision's drawing otherwise falls back to a tiny bitmap font."""
+    import matplotlib
+
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
+
+
+def draw_boxes(image: torch.Tensor, boxes: list[list[float]], labels: list[str], colors: list[str]) -> torch.Tensor:
+    """uint8 (C, H, W) image with pixel ``boxes`` drawn and labelled, lines and text scaled to the image size."""
+    from torchvision.utils import draw_bounding_boxes
+
+    image = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+    side = max(image.shape[-2:])
+    return draw_bounding_boxes(
+        image, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), labels=labels, colors=colors,
+        width=max(2, round(side / 160)), font=_font_path(), font_size=max(10, round(side / 28)),
+    )  # fmt: skip

@@ -36,6 +36,11 @@ def parameters_from_boxes(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre, (size + 1e-8).sqrt()], dim=-1)
 
 
+def mirror_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Corners of the boxes in the horizontally mirrored image: x becomes 1 - x, and xmin and xmax swap."""
+    return torch.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], dim=-1)
+
+
 @torch.no_grad()
 def split_before_pooling(features: nn.Module, channels: int, input_size: int) -> tuple[nn.Module, nn.Module] | None:
     """``features`` as (body up to the last spatial map, the pooling after it), or None where it cannot split.
