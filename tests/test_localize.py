@@ -202,6 +202,19 @@ def test_export_checks_the_boxes_against_pytorch(localize_run, boxes_dir, tmp_pa
         cnnkit.export(localize_run.path, "coreml", out=tmp_path / "loc.mlpackage")
 
 
+def test_report_shows_the_box_scores_and_the_worst_boxes_first(localize_run) -> None:
+    import re
+
+    from cnnkit.evaluate.report import build_report
+
+    page = build_report(localize_run.path).read_text()
+    assert 'id="boxes"' in page and "mean IoU" in page
+    shown = [float(value) for value in re.findall(r"IoU (\d\.\d\d) · ", page)]
+    assert len(shown) == min(18, localize_run.metrics["num_test"]) and shown == sorted(shown)
+    width, height = Image.open(localize_run.path / "curves.png").size
+    assert width > 3 * height  # three panels (loss, accuracy and IoU), not two
+
+
 def _annotated(tmp_path: Path, rows: list[str], header: str = "path,label,xmin,ymin,xmax,ymax,width,height"):
     root = _write_boxes_dataset(tmp_path / "data", per_class=4, size=20)
     (root / "boxes.csv").write_text("\n".join([header, *rows]) + "\n")

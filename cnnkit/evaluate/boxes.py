@@ -58,7 +58,9 @@ def _font_path() -> str:
     return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
 
-def draw_boxes(image: torch.Tensor, boxes: list[list[float]], labels: list[str], colors: list[str]) -> torch.Tensor:
+def draw_boxes(
+    image: torch.Tensor, boxes: list[list[float]], labels: list[str] | None, colors: list[str]
+) -> torch.Tensor:
     """uint8 (C, H, W) image with pixel ``boxes`` drawn and labelled, lines and text scaled to the image size."""
     from torchvision.utils import draw_bounding_boxes
 
