@@ -13,6 +13,7 @@ from PIL import Image
 
 from cnnkit.data.box_transforms import RandomBoxAffine, move_box, resample, zoom_shift_flip_theta
 from cnnkit.data.boxes import attach_boxes, find_annotations
+from cnnkit.data.datasets import warn_skipped
 from cnnkit.data.folders import scan_folder
 from cnnkit.errors import CnnkitError
 
@@ -237,6 +238,10 @@ def test_bad_boxes_are_skipped_by_name_and_bad_files_are_one_line_errors(tmp_pat
     assert "no area" in reasons["red/003.png"] and "no box" in reasons["blue/003.png"]
     assert "says 24x24" in reasons["blue/002.png"]
     assert len(boxes) == 3 and any("099.png" in note for note in dataset.notes)
+    with pytest.warns(UserWarning) as caught:
+        warn_skipped(skipped)
+    [message] = [str(w.message) for w in caught]
+    assert message.startswith("skipped 5 image(s) without one usable box: ") and "readable" not in message
 
     for bad_rows, header, words in [
         (["red/000.png,green,1,1,5,5,20,20"], None, "'green' is no class folder"),

@@ -27,6 +27,7 @@ from cnnkit.errors import CnnkitError
 
 BOXES_CSV = "boxes.csv"
 CSV_COLUMNS = ("path", "label", "xmin", "ymin", "xmax", "ymax")
+BOX_SKIP = "box: "  # starts the skip reason of a readable image left out for want of one good box
 EDGE_TOLERANCE = 1.0  # pixels a box may pass the image edge (VOC's 1-based corners) before it is refused
 
 
@@ -197,6 +198,7 @@ def _box_split(split: ImageList, annotations: Annotations, classes: list[str]) -
         try:
             box, why = _checked_box(annotations, key, image_size(source)) if key in annotations.boxes else (
                 None, f"no box in {annotations.source}")  # fmt: skip
+            why = BOX_SKIP + why
         except OSError as exc:
             box, why = None, f"unreadable image ({exc})"
         if box is None:
