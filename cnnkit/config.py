@@ -65,6 +65,17 @@ class Logger(StrEnum):
     tensorboard = "tensorboard"
 
 
+class Task(StrEnum):
+    auto = "auto"
+    classify = "classify"
+    localize = "localize"
+
+
+class BoxLoss(StrEnum):
+    giou = "giou"
+    smooth_l1 = "smooth_l1"
+
+
 class Tta(StrEnum):
     none = "none"
     flip = "flip"
@@ -144,6 +155,19 @@ class TrainConfig:
     device: str = _option("auto", "auto, cpu, cuda, cuda:N or mps.")
     logger: Logger = _option(Logger.csv, "csv (history.csv), or tensorboard: also TensorBoard event files.")
     out: str | None = _option(None, "Run folder; default runs/<data>-<model>.")
+    task: Task = _option(
+        Task.auto, "classify, or localize: also predict one box per image; auto = localize when the data has boxes."
+    )
+    boxes: str | None = _option(
+        None, "Box annotations: a CSV (path,label,xmin,ymin,xmax,ymax), a COCO .json or a folder of Pascal VOC "
+        ".xml files; default DATA/boxes.csv when present.",
+    )  # fmt: skip
+    box_loss: BoxLoss = _option(
+        BoxLoss.smooth_l1, "Box loss of localization: smooth_l1 on centre and sqrt size (as in the notes), or giou."
+    )
+    box_loss_weight: float | None = _option(
+        None, "Weight of the box loss beside the class loss (default 5 for smooth_l1, 2 for giou).", low=0.0
+    )
 
     def __post_init__(self) -> None:
         hints = field_types()

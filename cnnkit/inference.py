@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.data.boxes import image_size, pixel_box
 from cnnkit.data.folders import expand_image_paths
 from cnnkit.data.prepare import prepare_images
 from cnnkit.errors import CnnkitError
@@ -42,6 +43,7 @@ def predict(
     tta: str = "none",
     device: str = "auto",
     onnx: str | Path | None = None,
+    draw: str | Path | None = None,
 ) -> list[dict]:
     """Top-k labels for image files (folders give their images), from a trained ``run``, a pretrained ImageNet
     ``model`` as-is, or an ``onnx`` file from ``cnnkit export`` (run in ONNX Runtime with the classes and
@@ -49,24 +51,66 @@ def predict(
 
     Returns one ``{"image": path, "predictions": [{"label", "index", "probability"}, ...]}`` per image;
     a file that cannot be read gets ``{"image": path, "error": why}`` instead, and the others are answered.
+    A localization run's answers also hold ``"box": [xmin, ymin, xmax, ymax]`` in pixels of the original
+    image and its ``"image_size": [width, height]``; ``draw`` (a ``.png`` file for one image, else a
+    folder) writes each photo with its box and label drawn on it, named in the answer's ``"drawn"``.
     """
     if top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, not {top_k}")
     check_tta(tta)
     paths = expand_image_paths(images)
     predictor = open_predictor(run, model, onnx, device)
+    localizes = getattr(predictor, "localizes", False)
+    if draw is not None and not localizes:
+        raise CnnkitError("--draw needs a localization run (trained with boxes) or its ONNX export")
+    if draw is not None and Path(draw).suffix.lower() == ".png" and len(paths) > 1:
+        raise CnnkitError(f"--draw {draw} names one file but {len(paths)} images were given; give a folder")
     prepared = prepare_images(paths, predictor.preprocessing)
     readable = [i for i, item in enumerate(prepared) if not isinstance(item, str)]
     answers: list[dict] = [{"image": str(path), "error": item} for path, item in zip(paths, prepared, strict=True)]
-    if readable:
-        probabilities = predictor.probabilities(torch.stack([prepared[i] for i in readable]), tta=tta)
-        top = probabilities.topk(min(top_k, len(predictor.classes)), dim=1)
-        for i, values, indices in zip(readable, top.values, top.indices, strict=True):
-            answers[i] = {
-                "image": str(paths[i]),
-                "predictions": [
-                    {"label": predictor.classes[int(k)], "index": int(k), "probability": float(p)}
-                    for p, k in zip(values, indices, strict=True)
-                ],
-            }
+    if not readable:
+        return answers
+    batch = torch.stack([prepared[i] for i in readable])
+    probabilities, boxes = (
+        predictor.localize(batch, tta=tta) if localizes else (predictor.probabilities(batch, tta=tta), None)
+    )
+    top = probabilities.topk(min(top_k, len(predictor.classes)), dim=1)
+    for row, i in enumerate(readable):
+        answers[i] = {
+            "image": str(paths[i]),
+            "predictions": [
+                {"label": predictor.classes[int(k)], "index": int(k), "probability": float(p)}
+                for p, k in zip(top.values[row], top.indices[row], strict=True)
+            ],
+        }
+        if boxes is not None:
+            width, height = image_size(paths[i])
+            answers[i].update(box=pixel_box(boxes[row], width, height), image_size=[width, height])
+    if draw is not None:
+        draw_answers([answers[i] for i in readable], Path(draw))
     return answers
+
+
+def draw_answers(answers: list[dict], out: Path) -> None:
+    """Each answered photo with its box and top label drawn, as ``out`` (one image, a ``.png`` name) or in ``out/``."""
+    from torchvision.io import write_png
+
+    from cnnkit.evaluate.boxes import draw_boxes
+    from cnnkit.fileio import atomic_path
+    from cnnkit.predictor import read_image
+
+    single = out.suffix.lower() == ".png"
+    taken: set[str] = set()
+    for answer in answers:
+        name = Path(answer["image"]).stem
+        while f"{name}.png" in taken:  # photos of the same name from different folders
+            name += "_"
+        taken.add(f"{name}.png")
+        target = out if single else out / f"{name}.png"
+        best = answer["predictions"][0]
+        drawn = draw_boxes(
+            read_image(answer["image"], 3), [answer["box"]], [f"{best['label']} {best['probability']:.2f}"], ["red"]
+        )
+        with atomic_path(target) as tmp:
+            write_png(drawn, str(tmp))
+        answer["drawn"] = str(target)

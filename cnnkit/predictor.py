@@ -21,6 +21,7 @@ from cnnkit.data.transforms import center_crop_resize, eval_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
+from cnnkit.models.localizer import mirror_boxes
 from cnnkit.runtime import autocast, inference_batch_size, keep_freed_memory, pick_device, resolve_precision
 
 TTA_MODES = tuple(mode.value for mode in Tta)
@@ -49,7 +50,7 @@ def check_tta(tta: str) -> None:
 def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """A decoded uint8 image -> the uint8 crop the model sees."""
     p = preprocessing
-    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation)
+    return center_crop_resize(image, p.input_size, p.crop_pct, p.interpolation, p.resize == "squash")
 
 
 def read_image(path: str | Path, channels: int) -> torch.Tensor:
@@ -94,27 +95,54 @@ class Predictor:
         model = model.eval().to(chosen, memory_format=torch.channels_last)
         return cls(model, model.preprocessing, classes, chosen, resolve_precision(precision, chosen), temperature)
 
-    @torch.inference_mode()
+    @property
+    def localizes(self) -> bool:
+        """Whether the model also predicts a box (a localization run's :class:`~cnnkit.models.localizer.Localizer`)."""
+        return isinstance(getattr(self.model, "box_head", None), torch.nn.Module)
+
     def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
         """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors.
 
         ``batch_size`` defaults to :func:`~cnnkit.runtime.inference_batch_size` for the device.
         """
+        return self._outputs(images, batch_size, tta)[0]
+
+    def localize(
+        self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities (N, K), boxes (N, 4) as corners in [0, 1] of the image) from a localization model;
+        ``tta='flip'`` also averages each box with its mirror image's box, mirrored back."""
+        if not self.localizes:
+            raise CnnkitError("this model predicts classes only; train with --task localize for boxes")
+        return self._outputs(images, batch_size, tta)  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _outputs(
+        self, images: torch.Tensor, batch_size: int | None, tta: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_tta(tta)
         normalize = eval_transform(self.preprocessing)
         batch_size = batch_size or inference_batch_size(self.device)
-        outputs = []
+        probabilities, boxes = [torch.empty(0, len(self.classes))], [torch.empty(0, 4)]
         for start in range(0, len(images), batch_size):
             batch = normalize(images[start : start + batch_size]).to(self.device)
             batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                probs = (self.model(batch).float() / self.temperature).softmax(1)
+                probs, box = self._run(batch)
                 if tta == "flip":
-                    probs = (probs + (self.model(batch.flip(-1)).float() / self.temperature).softmax(1)) / 2
-            outputs.append(probs.cpu())
-        if not outputs:
-            return torch.empty(0, len(self.classes))
-        return torch.cat(outputs)
+                    mirrored_probs, mirrored_box = self._run(batch.flip(-1))
+                    probs = (probs + mirrored_probs) / 2
+                    box = None if box is None else (box + mirror_boxes(mirrored_box)) / 2
+            probabilities.append(probs.cpu())
+            if box is not None:
+                boxes.append(box.cpu())
+        return torch.cat(probabilities), torch.cat(boxes) if self.localizes else None
+
+    def _run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(probabilities, boxes or None) of one normalized batch."""
+        outputs = self.model(batch)
+        logits, boxes = outputs if isinstance(outputs, tuple) else (outputs, None)
+        return (logits.float() / self.temperature).softmax(1), None if boxes is None else boxes.float()
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return load_images(paths, self.preprocessing)

@@ -77,6 +77,7 @@ class RunFacts:
     num_images: dict[str, int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
     dropped_duplicates: list[str] = field(default_factory=list)  # val/test files --dedupe left out
+    task: str = "classify"  # or "localize": the model also predicts one box per image
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -244,7 +245,8 @@ def _lock(path: Path) -> None:
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    extra = [name for name in (rows[0] if rows else {}) if name not in HISTORY_COLUMNS]  # e.g. localization's val_iou
+    writer = csv.DictWriter(buffer, fieldnames=[*HISTORY_COLUMNS, *extra], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
@@ -328,21 +330,35 @@ class Run:
             from cnnkit.models.registry import create_model
 
             check_weights(self.path)
+            localize = self.facts.task == "localize"
             try:
                 self.model = create_model(
                     self.config.model,
                     num_classes=len(self.classes),
                     pretrained=False,
                     image_size=self.preprocessing.input_size,
-                    weights=self.path / WEIGHTS,
+                    weights=None if localize else self.path / WEIGHTS,
                     head=self.config.head.value,
                     **self.facts.model_kwargs,
                 )
+                if localize:
+                    self.model = _localizer(self.model, self.preprocessing, self.path / WEIGHTS)
             except (SafetensorError, RuntimeError) as exc:  # weights that do not fit the architecture
                 raise CnnkitError(f"{self.path / WEIGHTS} cannot be loaded ({str(exc)[:120]}); train again") from exc
             self.model.preprocessing = self.preprocessing
             self.model.eval()
         return self.model
+
+
+def _localizer(classifier: Classifier, preprocessing: Preprocessing, weights: Path) -> Classifier:
+    """The classifier with its box head, as a localization run trained it, with the run's weights."""
+    from cnnkit.fileio import load_weights
+    from cnnkit.models.localizer import Localizer
+
+    classifier.preprocessing = preprocessing
+    model = Localizer(classifier)
+    model.load_state_dict(load_weights(weights))
+    return model  # type: ignore[return-value]
 
 
 def read_run_files(path: Path) -> tuple[TrainConfig, RunFacts, list[str]]:

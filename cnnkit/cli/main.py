@@ -91,8 +91,24 @@ def evaluate(
             name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1-score']:.3f}", str(int(row["support"]))
         )
     console.print(table)
+    if result.localization is not None:
+        print_localization(result.localization)
     print_headline(analysis)
     console.print(f"saved {analysis.files['evaluation']} and {analysis.files['confusion_matrix']}")
+
+
+def print_localization(scores: dict) -> None:
+    """The box table of a localization run: accuracy, mean IoU, IoU >= 0.5 / 0.75 and both right, per class."""
+    from rich.table import Table
+
+    table = Table(title="Boxes: IoU with the annotated box; both right = class right and IoU >= 0.5")
+    for column in ("class", "accuracy", "mean IoU", "IoU>=0.5", "IoU>=0.75", "both right", "images"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in [*scores["per_class"].items(), ("all", scores)]:
+        if row["num_images"]:
+            shares = [f"{row[key]:.2%}" for key in ("accuracy", "iou50", "iou75", "both_right")]
+            table.add_row(name, shares[0], f"{row['mean_iou']:.3f}", *shares[1:], str(row["num_images"]))
+    console.print(table)
 
 
 @app.command(cls=CnnkitCommand)
@@ -103,12 +119,19 @@ def predict(
     onnx: Annotated[Path | None, typer.Option(help="An ONNX file from 'cnnkit export', run in ONNX Runtime.")] = None,
     top_k: Annotated[int, typer.Option(help="How many labels per image.")] = 5,
     tta: Annotated[Tta, typer.Option(help="Test-time augmentation.")] = Tta.none,
+    draw: Annotated[
+        Path | None,
+        typer.Option(
+            help="Localization runs: draw box and label on each photo, into OUT.png (one image) or folder OUT."
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Top-k labels for images, from a trained run, a pretrained ImageNet model or an exported ONNX file."""
+    """Top-k labels for images, from a trained run, a pretrained ImageNet model or an exported ONNX file;
+    a localization run also gives the object's box in pixels of the original image."""
     from cnnkit.inference import predict as run_prediction
 
-    results = run_prediction(images, run=run, model=model, onnx=onnx, top_k=top_k, tta=tta.value)
+    results = run_prediction(images, run=run, model=model, onnx=onnx, top_k=top_k, tta=tta.value, draw=draw)
     failed = [result for result in results if "error" in result]
     if json_output:
         print_json(results)
@@ -118,6 +141,10 @@ def predict(
         console.print(f"[bold]{result['image']}[/]")
         for rank, p in enumerate(result["predictions"], 1):
             console.print(f"  {rank}. {p['label']:<30} {p['probability']:.4f}", highlight=False)
+        if "box" in result:
+            corners = ", ".join(f"{value:g}" for value in result["box"])
+            drawn = f"  (drawn: {result['drawn']})" if "drawn" in result else ""
+            console.print(f"  box (xmin, ymin, xmax, ymax in pixels): {corners}{drawn}", highlight=False)
     for result in failed:
         errors.print(f"[bold red]error:[/] {result['image']}: {result['error']}", highlight=False, soft_wrap=True)
     if failed:

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from cnnkit.cache import cache_key, default_cache_dir
 from cnnkit.crashpoints import crash_point
+from cnnkit.data.boxes import BOX_SKIP
 from cnnkit.data.builtin import BUILTIN_DATASETS
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage
 from cnnkit.data.folders import DatasetSplits, ImageList, ScanOptions, scan_folder
@@ -68,12 +69,13 @@ def warn_skipped(skipped: Sequence[str] | Mapping[str, str]) -> None:
     """One warning naming every file left out (with the reason, given a mapping), to fix or delete in one go."""
     if not skipped:
         return
-    named = [f"{path} ({why})" for path, why in skipped.items()] if isinstance(skipped, Mapping) else list(skipped)
-    warnings.warn(
-        f"skipped {len(named)} file(s) that are not readable images: {', '.join(named)}",
-        SkippedFilesWarning,
-        stacklevel=3,
-    )
+    reasons = skipped if isinstance(skipped, Mapping) else dict.fromkeys(skipped, "")
+    unreadable = [f"{path} ({why})" if why else path for path, why in reasons.items() if not why.startswith(BOX_SKIP)]
+    boxless = [f"{path} ({why.removeprefix(BOX_SKIP)})" for path, why in reasons.items() if why.startswith(BOX_SKIP)]
+    parts = [f"{len(unreadable)} file(s) that are not readable images: {', '.join(unreadable)}"] if unreadable else []
+    if boxless:
+        parts.append(f"{len(boxless)} image(s) without one usable box: {', '.join(boxless)}")
+    warnings.warn(f"skipped {'; and '.join(parts)}", SkippedFilesWarning, stacklevel=3)
 
 
 def _to_tensor(array) -> torch.Tensor:

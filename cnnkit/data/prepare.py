@@ -46,7 +46,7 @@ def prepare_decoded(image: torch.Tensor, preprocessing: Preprocessing, for_train
     """A decoded uint8 (C, H, W) image -> the stored square, with the model's channels."""
     size, crop_pct = stored_geometry(preprocessing, for_training)
     image = fit_channels(image, preprocessing.channels)
-    return center_crop_resize(image, size, crop_pct, preprocessing.interpolation)
+    return center_crop_resize(image, size, crop_pct, preprocessing.interpolation, preprocessing.resize == "squash")
 
 
 def prepare_file(

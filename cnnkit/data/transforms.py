@@ -35,14 +35,19 @@ def crop_box(height: int, width: int, crop_pct: float) -> tuple[int, int, int]:
     return (height - side + 1) // 2, (width - side + 1) // 2, side
 
 
-def center_crop_resize(image: torch.Tensor, size: int, crop_pct: float, interpolation: str) -> torch.Tensor:
+def center_crop_resize(
+    image: torch.Tensor, size: int, crop_pct: float, interpolation: str, squash: bool = False
+) -> torch.Tensor:
     """Crop ``crop_pct`` of the short side at the centre (TF-style offsets), then resize to ``size``.
+
+    ``squash`` resizes the whole image instead (localization: boxes stay whole and normalized).
 
     The offset ``(h - c + 1) // 2`` matches the reference TensorFlow evaluation code; torchvision's
     CenterCrop rounds the other way, which measurably changes pretrained predictions.
     """
-    top, left, crop = crop_box(*image.shape[-2:], crop_pct)
-    image = image[..., top : top + crop, left : left + crop]
+    if not squash:
+        top, left, crop = crop_box(*image.shape[-2:], crop_pct)
+        image = image[..., top : top + crop, left : left + crop]
     return v2.functional.resize(image, [size, size], interpolation=interpolation_mode(interpolation), antialias=True)
 
 

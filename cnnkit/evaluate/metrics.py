@@ -35,6 +35,9 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)
     data: str = ""  # the folder (or built-in dataset) scored
     tag: str = ""  # what its files are named after: the split for the run's own data, else the folder
+    localization: dict[str, Any] | None = None  # localization runs: box_metrics' IoU scores, overall and per class
+    boxes: np.ndarray | None = None  # predicted (N, 4) corners in [0, 1], aligned with sources
+    true_boxes: np.ndarray | None = None  # annotated (N, 4) corners in [0, 1]
 
     def __post_init__(self) -> None:
         self.tag = self.tag or self.split
@@ -63,6 +66,7 @@ class Evaluation:
             "confusion_matrix": self.confusion.tolist(),
             "classes": self.classes,
             "skipped_files": self.skipped,
+            **({"localization": self.localization} if self.localization is not None else {}),
         }
 
 
@@ -157,11 +161,15 @@ def evaluate(
             f"classes of {dataset.root} ({', '.join(dataset.classes)}) differ from the run's ({', '.join(run.classes)})"
         )
     split, tag = resolve_split(run, dataset, split)
+    dataset, boxes = annotated_boxes(run, dataset)
     predictor = Predictor.create(run.load_model(), run.classes, device=device)
     decoded = decode_images(dataset.split(split), predictor.preprocessing)
     if len(decoded.labels) == 0:
         raise CnnkitError(f"the {split} split of {dataset.root} has no readable images")
-    evaluation = score(predictor.probabilities(decoded.images, batch_size, tta), decoded, run.classes, split, tta)
+    if boxes is None:
+        evaluation = score(predictor.probabilities(decoded.images, batch_size, tta), decoded, run.classes, split, tta)
+    else:
+        evaluation = score_boxes(predictor, decoded, boxes, split, tta, batch_size)
     evaluation.data, evaluation.tag = dataset.root, tag
     if save:
         write_json(run.path / f"evaluation_{tag}.json", evaluation.to_dict())
@@ -171,6 +179,36 @@ def evaluate(
             run.path / confusion_matrix_name(evaluation),
             title=f"Confusion matrix ({evaluation.describe()}, accuracy {evaluation.accuracy:.1%})",
         )
+    return evaluation
+
+
+def annotated_boxes(run: Run, dataset: DatasetSplits) -> tuple[DatasetSplits, dict[str, list[float]] | None]:
+    """For a localization run: the images with one good box (as training kept them) and their boxes; else no boxes.
+
+    The run's own data reads the annotations it was trained with; other data its own ``boxes.csv``, if any.
+    """
+    from cnnkit.data.boxes import resolve_task
+
+    if run.facts.task != "localize":
+        return dataset, None
+    boxes_file = None if other_data(run, dataset) else run.config.boxes
+    _, dataset, boxes = resolve_task("auto", boxes_file, dataset)
+    return dataset, boxes
+
+
+def score_boxes(
+    predictor: Predictor, decoded: DecodedImages, boxes: dict[str, list[float]], split: str, tta: str,
+    batch_size: int | None,
+) -> Evaluation:  # fmt: skip
+    """The class metrics of :func:`score` plus the boxes' IoU metrics (:func:`~cnnkit.evaluate.boxes.box_metrics`)."""
+    from cnnkit.data.boxes import box_tensor
+    from cnnkit.evaluate.boxes import box_metrics
+
+    probabilities, predicted = predictor.localize(decoded.images, batch_size, tta)
+    truth = box_tensor(decoded.sources, boxes)
+    evaluation = score(probabilities, decoded, predictor.classes, split, tta)
+    evaluation.localization = box_metrics(probabilities.argmax(1), predicted, decoded.labels, truth, predictor.classes)
+    evaluation.boxes, evaluation.true_boxes = predicted.numpy(), truth.numpy()
     return evaluation
 
 

@@ -24,15 +24,16 @@ BEST_COLOR = "#2ca02c"
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy, train vs validation; a dashed line where each new stage begins.
+    """Loss and accuracy (and IoU for localization runs), train vs validation; a dashed line where a stage begins.
 
     The epoch of lowest validation loss is marked, and the epochs where the train/validation gap keeps
     widening (see :func:`cnnkit.evaluate.curves.find_landmarks`) are shaded as likely overfitting.
     """
     epochs = [int(row["epoch"]) for row in history]
     landmarks = find_landmarks(history)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    metrics = ("loss", "accuracy", "iou") if "val_iou" in history[0] else ("loss", "accuracy")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4))
+    for ax, metric in zip(axes, metrics, strict=True):
         ax.plot(epochs, [row[metric] for row in history], "o-", label="train")
         ax.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label="validation")
         if landmarks.overfitting_epoch is not None:
@@ -57,7 +58,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
                 ax.text(row["epoch"] - 0.4, ax.get_ylim()[1], row["stage"], va="top", fontsize=8, color="grey")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel("mean IoU" if metric == "iou" else metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training curves")

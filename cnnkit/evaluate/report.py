@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 import cnnkit
@@ -25,12 +26,14 @@ from cnnkit.evaluate.analysis import Analysis, analyze, run_dataset
 from cnnkit.evaluate.curves import CurveLandmarks, find_landmarks
 from cnnkit.evaluate.dataset_views import DatasetViews, crops_of, save_dataset_views, to_hwc
 from cnnkit.evaluate.interpret import PredictionCase
+from cnnkit.evaluate.metrics import Evaluation
 from cnnkit.evaluate.model_card import ModelCard, model_card
 from cnnkit.evaluate.plots import plot_curves
 from cnnkit.fileio import write_json, write_text
 from cnnkit.run import Run, load_run
 
 THUMBNAIL_SIZE = 160
+MAX_BOX_CASES = 18  # images in the gallery of worst boxes
 
 STYLE = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #2f6fde; --bad: #c53030; --good: #2f855a;
@@ -305,6 +308,49 @@ def _per_class_section(analysis: Analysis, train_counts: list[int]) -> str:
     )
 
 
+def _box_cases(run: Run, dataset: DatasetSplits, evaluation: Evaluation) -> str:
+    """The worst boxes first: each image with its true box (green) and predicted box (red)."""
+    from torch.nn import functional
+
+    from cnnkit.evaluate.boxes import draw_boxes, paired_iou
+
+    predicted, truth = torch.from_numpy(evaluation.boxes), torch.from_numpy(evaluation.true_boxes)
+    iou = paired_iou(predicted, truth)
+    worst = iou.argsort()[:MAX_BOX_CASES].tolist()
+    sources = [evaluation.sources[i] for i in worst]
+    crops = crops_of(dataset.split(evaluation.split), sources, run.preprocessing)
+    items, classes = [], evaluation.classes
+    for i, source in zip(worst, sources, strict=True):
+        image = functional.interpolate(crops[source][None].float(), size=THUMBNAIL_SIZE, mode="bilinear")[0]
+        drawn = draw_boxes(image.round().clamp(0, 255).byte(), [(truth[i] * THUMBNAIL_SIZE).tolist(),
+                           (predicted[i] * THUMBNAIL_SIZE).tolist()], None, ["lime", "red"])  # fmt: skip
+        label, guess = classes[evaluation.labels[i]], classes[int(evaluation.probabilities[i].argmax())]
+        verdict = "right" if label == guess and iou[i] >= 0.5 else "wrong"
+        items.append(
+            f'<div class="case"><img src="{_image_uri(to_hwc(drawn))}" alt="{_escape(Path(source).name)}">'
+            f'<div class="labels {verdict}">IoU {iou[i]:.2f} · {_escape(label)} → {_escape(guess)}</div>'
+            f'<div class="file" title="{_escape(source)}">{_escape("/".join(Path(source).parts[-2:]))}</div></div>'
+        )
+    return f'<div class="gallery">{"".join(items)}</div>'
+
+
+def _boxes_section(run: Run, dataset: DatasetSplits, evaluation: Evaluation) -> str:
+    """Localization runs: IoU scores overall and per class, and the gallery of the worst boxes."""
+    scores = evaluation.localization
+    rows = [
+        [_escape(name), _percent(row["accuracy"]), _number(row["mean_iou"]), _percent(row["iou50"]),
+         _percent(row["iou75"]), _percent(row["both_right"]), row["num_images"]]
+        for name, row in [*scores["per_class"].items(), ("<b>all</b>", scores)] if row["num_images"]
+    ]  # fmt: skip
+    header = ["class", "accuracy", "mean IoU", "IoU ≥ 0.5", "IoU ≥ 0.75", "both right", "images"]
+    return (
+        '<section id="boxes"><h2>Boxes</h2><p>Intersection over union (IoU) of each predicted box with the '
+        "annotated one; <i>both right</i>: class right and IoU ≥ 0.5.</p>"
+        f"{_table(header, rows)}<h3>Worst boxes first</h3><p>Green: the annotated box; red: the prediction.</p>"
+        f"{_box_cases(run, dataset, evaluation)}</section>"
+    )
+
+
 def _gallery_html(cases: list[PredictionCase], plain: dict[str, str], heatmaps: dict[str, str]) -> str:
     if not cases:
         return '<p class="muted">None on this split.</p>'
@@ -378,6 +424,12 @@ def _calibration_section(analysis: Analysis) -> str:
     )
 
 
+def _framing(preprocessing: dict[str, Any]) -> str:
+    if preprocessing.get("resize") == "squash":  # localization: nothing of the object's box is cropped away
+        return "whole image squashed to the square"
+    return f"center crop {preprocessing['crop_pct']:g} of the short side"
+
+
 def _model_section(card: ModelCard) -> str:
     p = card.preprocessing
     rows = [
@@ -390,8 +442,7 @@ def _model_section(card: ModelCard) -> str:
         [
             "preprocessing",
             _escape(
-                f"center crop {p['crop_pct']:g} of the short side, {p['interpolation']} resize, "
-                f"mean {_rounded(p['mean'])}, std {_rounded(p['std'])}"
+                f"{_framing(p)}, {p['interpolation']} resize, mean {_rounded(p['mean'])}, std {_rounded(p['std'])}"
             ),
         ],
         ["training", _escape(", ".join(f"{k} {v}" for k, v in card.training.items() if v is not None))],
@@ -410,6 +461,7 @@ def render_report(
     landmarks: CurveLandmarks,
     card: ModelCard,
     thumbnails: tuple[dict[str, str], dict[str, str]],
+    dataset: DatasetSplits,
 ) -> str:
     """The whole page as one HTML string."""
     sections = [
@@ -417,6 +469,7 @@ def render_report(
         _dataset_section(views, run.facts.augment),
         _training_section(curves, landmarks, kept_model_text(run.metrics, run.history if curves else [])),
         _metrics_section(analysis),
+        *([_boxes_section(run, dataset, analysis.evaluation)] if analysis.evaluation.localization else []),
         _per_class_section(analysis, views.summary.counts["train"]),
         _mistakes_section(analysis, *thumbnails),
         _calibration_section(analysis),
@@ -427,6 +480,7 @@ def render_report(
         ("dataset", "Dataset"),
         ("training", "Training"),
         ("metrics", "Metrics"),
+        *([("boxes", "Boxes")] if analysis.evaluation.localization else []),
         ("classes", "Per class"),
         ("mistakes", "Worst predictions"),
         ("calibration", "Calibration"),
@@ -463,7 +517,7 @@ def build_report(
         write_json(run.path / "curves.json", landmarks.to_dict())
     card = model_card(run)
     write_json(run.path / "model_card.json", card.to_dict())
-    page = render_report(run, analysis, views, curves, landmarks, card, _thumbnails(run, dataset, analysis))
+    page = render_report(run, analysis, views, curves, landmarks, card, _thumbnails(run, dataset, analysis), dataset)
     path = run.path / "report.html"
     write_text(path, page)
     return path

@@ -25,7 +25,8 @@ class ModelMetadata:
         if self.description:
             return self
         shown = ", ".join(run.classes[:5]) + (", ..." if len(run.classes) > 5 else "")
-        text = f"{run.config.model} image classifier for {len(run.classes)} classes ({shown}), trained with cnnkit"
+        kind = "image classifier with object boxes" if run.facts.task == "localize" else "image classifier"
+        text = f"{run.config.model} {kind} for {len(run.classes)} classes ({shown}), trained with cnnkit"
         return ModelMetadata(self.author, self.license, text)
 
     def to_dict(self) -> dict[str, str | None]:
@@ -39,6 +40,7 @@ def embedded_metadata(run: Run, input_kind: str, temperature: float, metadata: M
         "preprocessing": run.preprocessing.to_dict(),
         "input_kind": input_kind,
         "temperature": temperature,
+        "task": run.facts.task,
         **{key: value for key, value in metadata.to_dict().items() if value},
     }
 

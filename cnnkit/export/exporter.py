@@ -27,8 +27,8 @@ from cnnkit.export.coreml import (
     export_coreml,
     inspect_coreml,
 )
-from cnnkit.export.network import ExportedClassifier, example_input, model_input
-from cnnkit.export.onnx import INPUT_NAME, OUTPUT_NAME, OnnxPredictor, check_onnx, to_onnx, write_onnx
+from cnnkit.export.network import ExportedClassifier, ExportedPredictor, example_input, model_input
+from cnnkit.export.onnx import BOXES_NAME, INPUT_NAME, OUTPUT_NAME, OnnxPredictor, check_onnx, to_onnx, write_onnx
 from cnnkit.export.quantize import CALIBRATION_IMAGES, quantize_onnx
 from cnnkit.export.torchscript import TorchScriptPredictor, export_torchscript
 from cnnkit.export.verify import (
@@ -83,6 +83,10 @@ class ExportJob:
     def input_kind(self) -> str:
         return "raw" if self.raw_input else "normalized"
 
+    @property
+    def localizes(self) -> bool:
+        return self.checks.reference_boxes is not None
+
     def network(self) -> ExportedClassifier:
         return ExportedClassifier(self.model, self.run.preprocessing, self.input_kind, self.temperature).eval()
 
@@ -119,6 +123,8 @@ def export(
     """
     check_options(format, int8, raw_input, check_images)
     loaded = run if isinstance(run, Run) else load_run(run)
+    if loaded.facts.task == "localize" and (format == "coreml" or int8):
+        raise CnnkitError("localization runs export to ONNX or TorchScript in float only (no --int8, no Core ML)")
     path = output_path(loaded, format, out, int8, raw_input)
     temperature = loaded.temperature
     model = loaded.load_model()
@@ -223,17 +229,21 @@ def tensor_interface(job: ExportJob) -> dict[str, Any]:
             "expects": "cropped and resized as in 'preprocessing', then pixel / 255, then (x - mean) / std",
         }
     outputs = {OUTPUT_NAME: f"softmax probabilities, shape [batch, {len(job.run.classes)}]"}
+    if job.localizes:
+        outputs[BOXES_NAME] = (
+            "the object's box, shape [batch, 4]: xmin, ymin, xmax, ymax in [0, 1] of the whole image "
+            "(the input is the image squashed to the square, not cropped), so multiply by its width and height"
+        )
     return {"input": model_in, "outputs": outputs}
 
 
 def ship_onnx(job: ExportJob) -> Shipped:
-    proto = to_onnx(job.network(), example_input(job.run.preprocessing, job.input_kind))
+    proto = to_onnx(job.network(), example_input(job.run.preprocessing, job.input_kind), boxes=job.localizes)
     props = as_string_map(embedded_metadata(job.run, job.input_kind, job.temperature, job.metadata))
     if not job.int8:
         write_onnx(proto, job.path, props, job.metadata.description)
         checks = check_onnx(job.path)
-        probabilities = OnnxPredictor.load(job.path).probabilities(job.checks.images)
-        checks.update(parity_checks(probabilities, job.checks))
+        checks.update(exported_parity(OnnxPredictor.load(job.path), job))
         checks["passed"] = checks["passed"] and onnx_file_ok(checks)
         return Shipped(tensor_interface(job), checks["accuracy"], checks)
     with tempfile.TemporaryDirectory() as tmp:
@@ -277,11 +287,18 @@ def int8_checks(job: ExportJob, fp32: OnnxPredictor, fp32_path: Path) -> dict[st
     return result
 
 
+def exported_parity(predictor: ExportedPredictor, job: ExportJob) -> dict[str, Any]:
+    """:func:`parity_checks` of the exported file on the check images, its boxes included."""
+    if not job.localizes:
+        return parity_checks(predictor.probabilities(job.checks.images), job.checks)
+    probabilities, boxes = predictor.localize(job.checks.images)
+    return parity_checks(probabilities, job.checks, boxes)
+
+
 def ship_torchscript(job: ExportJob) -> Shipped:
     embedded = embedded_metadata(job.run, job.input_kind, job.temperature, job.metadata)
     export_torchscript(job.network(), example_input(job.run.preprocessing, job.input_kind), job.path, embedded)
-    probabilities = TorchScriptPredictor.load(job.path).probabilities(job.checks.images)
-    checks = parity_checks(probabilities, job.checks)
+    checks = exported_parity(TorchScriptPredictor.load(job.path), job)
     note = "TorchScript is deprecated in recent PyTorch releases; prefer ONNX for new apps"
     return Shipped(tensor_interface(job), checks["accuracy"], checks, [note])
 

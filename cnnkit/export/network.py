@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from cnnkit.data.transforms import eval_transform
+from cnnkit.errors import CnnkitError
 from cnnkit.models.config import Preprocessing
+from cnnkit.models.localizer import mirror_boxes
 from cnnkit.predictor import check_tta, load_images
 from cnnkit.runtime import inference_batch_size
 
@@ -46,12 +48,17 @@ class ExportedClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(shape))
         self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(shape))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities; for a localization model (probabilities, boxes as corners in [0, 1] of the image)."""
         if self.input_kind == "raw":
             image = image.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
         if self.input_kind != "normalized":
             image = (image - self.mean) / self.std
-        return (self.model(image) / self.temperature).softmax(1)
+        outputs = self.model(image)
+        if isinstance(outputs, tuple):
+            logits, boxes = outputs
+            return (logits / self.temperature).softmax(1), boxes
+        return (outputs / self.temperature).softmax(1)
 
 
 def model_input(images: torch.Tensor, preprocessing: Preprocessing, input_kind: str) -> torch.Tensor:
@@ -90,21 +97,48 @@ class ExportedPredictor(ABC):
     input_kind: str
 
     @abstractmethod
+    def run_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The model's outputs for one batch already in its input format: (probabilities,) or (probabilities, boxes)."""
+
     def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, classes) for one batch already in the model's input format."""
+        return self.run_outputs(inputs)[0]
+
+    @property
+    @abstractmethod
+    def localizes(self) -> bool:
+        """Whether the model also outputs a box per image (an exported localization run)."""
 
     def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
         """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
+        return self._outputs(images, batch_size, tta)[0]
+
+    def localize(
+        self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, boxes (N, 4) as corners in [0, 1] of the image), as :meth:`Predictor.localize`."""
+        if not self.localizes:
+            raise CnnkitError("this exported model predicts classes only; export a localization run for boxes")
+        return self._outputs(images, batch_size, tta)  # type: ignore[return-value]
+
+    def _outputs(
+        self, images: torch.Tensor, batch_size: int | None, tta: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_tta(tta)
         batch_size = batch_size or inference_batch_size(torch.device("cpu"))  # exported engines run on the CPU here
-        outputs = []
+        probabilities, boxes = [torch.empty(0, len(self.classes))], [torch.empty(0, 4)]
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            probs = self.run_batch(model_input(batch, self.preprocessing, self.input_kind))
+            probs, *box = self.run_outputs(model_input(batch, self.preprocessing, self.input_kind))
             if tta == "flip":
-                probs = (probs + self.run_batch(model_input(batch.flip(-1), self.preprocessing, self.input_kind))) / 2
-            outputs.append(renormalized(probs))
-        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+                mirrored, *mirrored_box = self.run_outputs(
+                    model_input(batch.flip(-1), self.preprocessing, self.input_kind)
+                )
+                probs = (probs + mirrored) / 2
+                box = [(box[0] + mirror_boxes(mirrored_box[0])) / 2] if box else box
+            probabilities.append(renormalized(probs))
+            boxes.extend(box)
+        return torch.cat(probabilities), torch.cat(boxes) if self.localizes else None
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return load_images(paths, self.preprocessing)

@@ -23,16 +23,17 @@ from cnnkit.models.config import Preprocessing
 OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+BOXES_NAME = "boxes"  # localization runs: (N, 4) corners in [0, 1] of the whole image
 SINGLE_FILE_LIMIT = 2**31 - 1  # protobuf's limit; beyond it ONNX needs side files
 
 
-def to_onnx(network: ExportedClassifier, example: torch.Tensor) -> onnx.ModelProto:
-    """Export through ``torch.export`` with the batch dimension left dynamic."""
+def to_onnx(network: ExportedClassifier, example: torch.Tensor, boxes: bool = False) -> onnx.ModelProto:
+    """Export through ``torch.export`` with the batch dimension left dynamic; ``boxes``: a second output."""
     program = torch.onnx.export(
         network,
         (example,),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=[OUTPUT_NAME, BOXES_NAME] if boxes else [OUTPUT_NAME],
         opset_version=OPSET,
         dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
         verbose=False,
@@ -95,6 +96,10 @@ class OnnxPredictor(ExportedPredictor):
 
     session: Any = None
 
+    @property
+    def localizes(self) -> bool:
+        return BOXES_NAME in [output.name for output in self.session.get_outputs()]
+
     @classmethod
     def load(cls, path: str | Path) -> OnnxPredictor:
         session = inference_session(Path(path))
@@ -109,5 +114,6 @@ class OnnxPredictor(ExportedPredictor):
             session,
         )
 
-    def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {INPUT_NAME: inputs.numpy()})[0])
+    def run_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        names = [OUTPUT_NAME, BOXES_NAME] if self.localizes else [OUTPUT_NAME]
+        return tuple(torch.from_numpy(output) for output in self.session.run(names, {INPUT_NAME: inputs.numpy()}))

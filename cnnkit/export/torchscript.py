@@ -48,6 +48,11 @@ class TorchScriptPredictor(ExportedPredictor):
     """A saved TorchScript model with the same ``probabilities`` interface as ``Predictor``."""
 
     module: Any = None
+    task: str = "classify"  # or "localize": the module returns (probabilities, boxes)
+
+    @property
+    def localizes(self) -> bool:
+        return self.task == "localize"
 
     @classmethod
     def load(cls, path: str | Path) -> TorchScriptPredictor:
@@ -55,10 +60,10 @@ class TorchScriptPredictor(ExportedPredictor):
         with quiet_jit():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         metadata = json.loads(extra[METADATA_FILE])
-        return cls(
-            metadata["classes"], Preprocessing.from_dict(metadata["preprocessing"]), metadata["input_kind"], module
-        )
+        preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        return cls(metadata["classes"], preprocessing, metadata["input_kind"], module, metadata.get("task", "classify"))
 
     @torch.inference_mode()
-    def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.module(inputs)
+    def run_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.module(inputs)
+        return tuple(outputs) if isinstance(outputs, tuple | list) else (outputs,)

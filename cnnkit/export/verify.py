@@ -32,6 +32,7 @@ class CheckImages:
     labels: torch.Tensor
     reference: torch.Tensor
     split_size: int
+    reference_boxes: torch.Tensor | None = None  # localization runs: the fp32 PyTorch boxes
 
     @property
     def reference_accuracy(self) -> float:
@@ -64,8 +65,10 @@ def load_check_images(run: Run, model: Classifier, temperature: float, limit: in
     if len(decoded.labels) == 0:
         raise CnnkitError(f"no readable validation images in {run.config.data} to check the export against")
     predictor = Predictor.create(model, run.classes, device="cpu", precision="fp32", temperature=temperature)
-    reference = predictor.probabilities(decoded.images)
-    return CheckImages(decoded.images, decoded.labels, reference, len(split))
+    if predictor.localizes:
+        reference, boxes = predictor.localize(decoded.images)
+        return CheckImages(decoded.images, decoded.labels, reference, len(split), boxes)
+    return CheckImages(decoded.images, decoded.labels, predictor.probabilities(decoded.images), len(split))
 
 
 def load_calibration_images(run: Run, limit: int) -> torch.Tensor:
@@ -82,10 +85,17 @@ def compare(probabilities: torch.Tensor, checks: CheckImages) -> dict[str, float
     }
 
 
-def parity_checks(probabilities: torch.Tensor, checks: CheckImages) -> dict[str, float | bool]:
-    """Float exports must pick the same class for every image and stay within :data:`FP32_TOLERANCE`."""
+def parity_checks(
+    probabilities: torch.Tensor, checks: CheckImages, boxes: torch.Tensor | None = None
+) -> dict[str, float | bool]:
+    """Float exports must pick the same class for every image and stay within :data:`FP32_TOLERANCE`,
+    in probability and, for localization, in every box corner (in units of the image side)."""
     result: dict[str, float | bool] = {**compare(probabilities, checks), "tolerance": FP32_TOLERANCE}
     result["passed"] = result["top1_agreement"] == 1.0 and result["max_abs_prob_diff"] <= FP32_TOLERANCE
+    if checks.reference_boxes is not None:
+        difference = float((boxes - checks.reference_boxes).abs().max()) if boxes is not None else float("inf")
+        result["max_abs_box_diff"] = difference
+        result["passed"] = result["passed"] and difference <= FP32_TOLERANCE
     return result
 
 

@@ -16,7 +16,8 @@ class Preprocessing:
 
     Evaluation images are center-cropped to ``crop_pct`` of their short side (TF-style offsets),
     resized to ``input_size`` with ``interpolation``, scaled to [0, 1] and normalized with
-    ``mean``/``std`` (given in [0, 1] units).
+    ``mean``/``std`` (given in [0, 1] units). ``resize="squash"`` (localization runs) resizes the
+    whole image to the square instead, so no part of an object's box is cropped away.
     """
 
     input_size: int = 224
@@ -25,6 +26,7 @@ class Preprocessing:
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    resize: str = "crop"
 
     def with_size(self, input_size: int | None) -> Preprocessing:
         return self if input_size is None else replace(self, input_size=int(input_size))

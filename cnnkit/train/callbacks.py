@@ -27,7 +27,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path, load_weights, weights_metadata
-from cnnkit.run import CHECKPOINT, HISTORY, WEIGHTS, save_run_weights, weights_intact, write_history
+from cnnkit.run import CHECKPOINT, HISTORY, HISTORY_COLUMNS, WEIGHTS, save_run_weights, weights_intact, write_history
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -146,7 +146,7 @@ class RunRecorder(L.Callback):
         crash_point("epoch")
         row = self._row(trainer)
         progress = self.progress
-        key = (row["val_accuracy"], -row["val_loss"])
+        key = pl_module.best_key(row)
         improved = progress.best_key is None or key > progress.best_key
         if improved:
             progress.best_key, progress.best_row = key, row
@@ -163,7 +163,8 @@ class RunRecorder(L.Callback):
     def _row(self, trainer: L.Trainer) -> dict[str, Any]:
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         now = time.perf_counter()
-        return {
+        extra = {name: value for name, value in metrics.items() if name not in HISTORY_COLUMNS}  # e.g. val_iou
+        return {**extra,
             "epoch": len(self.progress.rows) + 1, "stage": self.stage, "loss": metrics["loss"],
             "accuracy": metrics["accuracy"], "val_loss": metrics["val_loss"],
             "val_accuracy": metrics["val_accuracy"], "lr": metrics["lr"], "seconds": now - self.epoch_started,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from cnnkit.config import Augment, ClassWeight, Sampler, TrainConfig, parse_unfreeze
+from cnnkit.data.boxes import resolve_task
 from cnnkit.data.datasets import DecodedImages, DecodedSplits, decode_splits, load_dataset
 from cnnkit.data.duplicates import screen_duplicates
 from cnnkit.data.folders import DatasetSplits
@@ -24,6 +25,7 @@ from cnnkit.data.transforms import eval_transform, resolve_augment, train_transf
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import write_json
 from cnnkit.models.classifier import Classifier, feature_blocks
+from cnnkit.models.localizer import Localizer
 from cnnkit.models.registry import create_model, get_model_info
 from cnnkit.models.starting import RandomInitWarning, WeightsPlan, load_starting_weights, plan_weights
 from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
@@ -34,6 +36,7 @@ from cnnkit.train.loaders import class_weights, views_per_class
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
 DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
 DEFAULT_CACHE_VIEWS = 3
+DEFAULT_LOCALIZE_EPOCHS = {"scratch": 30, "pretrained": 12, "fine_tune": 10}  # images, not cached features
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Prepared:
     decode_seconds: float = 0.0
     test_images: DecodedImages | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # every file left out of any split, and why
+    boxes: dict[str, list[float]] | None = None  # localization: normalized box corners of every kept image
 
     def record(self, **changes: Any) -> None:
         """Add facts as they become known and rewrite ``config.yaml``."""
@@ -115,6 +119,7 @@ def prepare(
             drop_empty_classes=config.drop_empty_classes,
         )  # fmt: skip
     dataset, dropped = screen_duplicates(dataset, config.dedupe)
+    task, dataset, boxes = resolve_task(config.task.value, config.boxes, dataset)
     L.seed_everything(config.seed, verbose=False)
     size = _input_size(config, dataset, plan, stored)
     network = create_model(
@@ -123,9 +128,14 @@ def prepare(
     )  # fmt: skip
     if plan.file is not None:
         load_starting_weights(network, plan.file)
+    if task == "localize":
+        network.preprocessing = replace(network.preprocessing, resize="squash")
+        network = Localizer(network)
     facts = _initial_facts(config, dataset, network, plan, size).updated(
         dropped_duplicates=[ref.path for ref in dropped]
     )
+    if task == "localize":
+        facts = _localize_facts(config, facts)
     _check_same_data(stored, facts, run_dir)
     write_json(run_dir / CLASSES, dataset.classes)
     write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
@@ -135,7 +145,7 @@ def prepare(
     prepared = Prepared(
         config, facts, run_dir, dataset, network, decoded.train, decoded.val, pick_device(config.device),
         _transforms(facts), None, torch.empty(0), unfreeze_top, round(time.perf_counter() - decode_started, 2),
-        test_images=decoded.test, skipped=decoded.skipped,
+        test_images=decoded.test, skipped=decoded.skipped, boxes=boxes,
     )  # fmt: skip
     _resolve_imbalance(prepared)
     return prepared
@@ -156,6 +166,14 @@ def _model_kwargs(config: TrainConfig, size: InputSizeChoice) -> dict[str, Any]:
     """Builder options the run records, so that reloading it builds the same architecture."""
     kwargs: dict[str, Any] = {} if config.dropout is None else {"dropout": config.dropout}
     return kwargs | ({"small_input": True} if size.small_input_stem else {})
+
+
+def _localize_facts(config: TrainConfig, facts: RunFacts) -> RunFacts:
+    """Localization trains on images (no feature cache), with its own default epochs."""
+    pretrained = facts.pretrained
+    epochs = config.epochs or DEFAULT_LOCALIZE_EPOCHS["pretrained" if pretrained else "scratch"]
+    fine_tune = config.fine_tune_epochs if config.fine_tune_epochs is not None else DEFAULT_LOCALIZE_EPOCHS["fine_tune"]
+    return facts.updated(task="localize", feature_cache=False, epochs=epochs, fine_tune_epochs=fine_tune * pretrained)
 
 
 def _decode(dataset: DatasetSplits, facts: RunFacts, config: TrainConfig) -> DecodedSplits:

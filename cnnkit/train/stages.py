@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch import nn
@@ -36,6 +37,8 @@ class Stage:
     precision: str
     build: Callable[[], tuple[Classifier, Loaders]]  # the trained model (may share layers with the network)
     begin: Callable[[], None] = lambda: None  # run when the stage starts, also when resumed
+    module_class: type[ClassifierModule] = ClassifierModule  # LocalizerModule for localization
+    module_options: dict[str, Any] = field(default_factory=dict)
 
 
 def build_feature_cache(prep: Prepared, progress: bool) -> FeatureCache | None:
@@ -97,17 +100,17 @@ def fit_stage(
 ) -> None:  # fmt: skip
     """Fit one stage; ``resume_from`` continues it from the run's checkpoint instead of from its start."""
     model, loaders = stage.build()
-    module = ClassifierModule(
+    module = stage.module_class(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
         frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.config.label_smoothing,
-        one_cycle=prep.config.schedule == Schedule.one_cycle,
+        one_cycle=prep.config.schedule == Schedule.one_cycle, **stage.module_options,
     )  # fmt: skip
     recorder = RunRecorder(
         prep.run_dir, prep.network, progress, stage.name, loaders.generators, reset_early_stopping=extend
     )
     callbacks: list[L.Callback] = [
         L.pytorch.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=prep.config.patience, check_on_train_epoch_end=False
+            monitor=module.monitor, mode="max", patience=prep.config.patience, check_on_train_epoch_end=False
         ),
         recorder,
         *extra_callbacks,

@@ -24,6 +24,7 @@ from cnnkit.fileio import write_json
 from cnnkit.run import CURVES, METRICS, Run, release_run_dir
 from cnnkit.runtime import keep_freed_memory
 from cnnkit.train.callbacks import RunProgress, set_rng_state
+from cnnkit.train.localize import plan_localize_stages, score_localization
 from cnnkit.train.module import freeze
 from cnnkit.train.opening import OpenedRun, checkpoint_path, open_run
 from cnnkit.train.prepare import Prepared, prepare
@@ -74,7 +75,8 @@ def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[A
         started = time.perf_counter()  # the first stage's time includes building its feature cache
         cache = build_feature_cache(prep, progress)
         run_progress = opened.progress or RunProgress()
-        stages = plan_stages(prep, cache, lambda model: _restore_best(run_progress, model))
+        plan = plan_stages if prep.boxes is None else plan_localize_stages
+        stages = plan(prep, cache, lambda model: _restore_best(run_progress, model))
         seconds: dict[str, float] = {}
         for index, stage in enumerate(stages):
             later = sum(later.epochs for later in stages[index + 1 :])
@@ -150,7 +152,9 @@ def _finish(prep: Prepared, progress: RunProgress, timings: dict[str, Any]) -> R
     test_images = prep.test_images
     if test_images is not None:
         predictor = Predictor.create(network, dataset.classes, device=config.device, precision=prep.facts.precision)
-        if len(test_images.labels):
+        if len(test_images.labels) and prep.boxes is not None:
+            metrics.update(score_localization(predictor, prep, best))
+        elif len(test_images.labels):
             tta = config.test_tta.value
             probabilities = predictor.probabilities(test_images.images, tta=tta)
             evaluation = score(probabilities, test_images, dataset.classes, "test", tta)
