@@ -27,6 +27,7 @@ from cnnkit.models.starting import RandomInitWarning, WeightsPlan, load_starting
 from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
 from cnnkit.runtime import pick_device, resolve_precision
 from cnnkit.train.loaders import class_weights, views_per_class
+from cnnkit.train.ranks import is_main_process
 
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
 DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
@@ -56,7 +57,8 @@ class Prepared:
     def record(self, **changes: Any) -> None:
         """Add facts as they become known and rewrite ``config.yaml``."""
         self.facts = self.facts.updated(**changes)
-        write_config(self.run_dir, self.config, self.facts)
+        if is_main_process():
+            write_config(self.run_dir, self.config, self.facts)
 
 
 def stage_epochs(config: TrainConfig, pretrained: bool) -> tuple[int, int]:
@@ -120,8 +122,9 @@ def prepare(
         load_starting_weights(network, plan.file)
     facts = _initial_facts(config, dataset, network, plan)
     _check_same_data(stored, facts, run_dir)
-    write_json(run_dir / CLASSES, dataset.classes)
-    write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
+    if is_main_process():  # the other ranks of a data-parallel run write nothing
+        write_json(run_dir / CLASSES, dataset.classes)
+        write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
     decode_started = time.perf_counter()
     decoded = _decode(dataset, facts, config)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))
