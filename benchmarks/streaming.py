@@ -24,8 +24,8 @@ from cnnkit.data.shards import shard
 
 def train_process(data: str, out: Path, epochs: int, *options: str) -> dict:
     """``cnnkit train`` in a child process: its metrics, wall time and peak resident memory."""
-    command = [sys.executable, "-m", "cnnkit", "train", data, "--model", "lenet5", "--epochs", str(epochs),
-               "--batch-size", "64", "--lr", "5e-4", "--augment", "none", "--out", str(out), "--json", *options]  # fmt: skip
+    recipe = ["--model", "lenet5", "--epochs", str(epochs), "--batch-size", "64", "--lr", "5e-4", "--augment", "none"]
+    command = [sys.executable, "-m", "cnnkit", "train", data, *recipe, "--out", str(out), "--json", *options]
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     output = child.stdout.read()
