@@ -15,6 +15,7 @@ the batch-size-weighted means that ``sync_dist`` reduces are those of the whole 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -93,7 +94,8 @@ def current() -> Processes:
 def run_in_processes(config: TrainConfig, run_dir: Any, function: Callable[..., Any], *args: Any) -> Any:
     """Start the run's processes (once, with Lightning's launcher) and call ``function(*args)`` in each.
 
-    Returns rank 0's result. With ``ddp_spawn`` this process only waits for the spawned ones.
+    Returns this process's result; with ``ddp_spawn`` this process only waits for the spawned ones and
+    returns None (results do not travel back: read them from the run folder).
     """
     devices, num_nodes = _shape(config)
     if devices * num_nodes == 1:
@@ -107,7 +109,8 @@ def run_in_processes(config: TrainConfig, run_dir: Any, function: Callable[..., 
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                     strategy="ddp_spawn" if spawn else "ddp")  # fmt: skip
     if spawn:
-        return fabric.launch(_in_spawned_process, function, args, (devices, num_nodes))
+        # a partial: Fabric moves the launch arguments to the device, and would refuse the frozen configuration
+        return fabric.launch(_in_spawned_process, functools.partial(function, *args), (devices, num_nodes))
     announce_run_dir(run_dir)  # for the copies of this command the launcher starts next
     fabric.launch()
     _join(fabric, devices, num_nodes)
@@ -127,12 +130,12 @@ def _shape(config: TrainConfig) -> tuple[int, int]:
     return per_node, max(1, world // per_node)
 
 
-def _in_spawned_process(fabric: Any, function: Callable[..., Any], args: tuple, shape: tuple[int, int]) -> Any:
+def _in_spawned_process(fabric: Any, run: Callable[[], Any], shape: tuple[int, int]) -> None:
     # The stages' Trainers then see processes created outside them, as under torchrun, and start none.
     os.environ.update(LOCAL_RANK=str(fabric.local_rank), NODE_RANK=str(fabric.node_rank),
                       WORLD_SIZE=str(fabric.world_size))  # fmt: skip
     _join(fabric, *shape)
-    return function(*args)
+    run()
 
 
 def _join(fabric: Any, devices: int, num_nodes: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from cnnkit.config import TrainConfig
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import write_json
-from cnnkit.run import CURVES, METRICS, Run, release_run_dir
+from cnnkit.run import CURVES, METRICS, Run, load_run, release_run_dir
 from cnnkit.runtime import keep_freed_memory
 from cnnkit.train.callbacks import RunProgress, own_state, set_rng_state
 from cnnkit.train.distributed import current, run_in_processes
@@ -76,7 +76,8 @@ def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[A
     keep_freed_memory()
     main = is_main_process()
     try:
-        return run_in_processes(opened.config, opened.run_dir, _train_here, opened, progress, callbacks)
+        run = run_in_processes(opened.config, opened.run_dir, _train_here, opened, progress, callbacks)
+        return run or load_run(opened.run_dir)  # spawned processes trained it
     except BaseException:
         if main:
             opened.abandon()
