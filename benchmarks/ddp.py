@@ -30,7 +30,7 @@ def run(launcher: list[str], data: str, out: Path, devices: int, extra: list[str
     seconds = round(time.perf_counter() - started, 1)
     if result.returncode != 0:
         return {"seconds": seconds, "error": (result.stderr.strip().splitlines() or ["?"])[-1][:100]}
-    return {"seconds": seconds, **json.loads(result.stdout.strip().splitlines()[-1])}
+    return {"seconds": seconds, **json.loads(result.stdout[result.stdout.index("{") :])}
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ def train_process(data: str, out: Path, epochs: int, *options: str) -> dict:
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit(f"training failed ({status}): {' '.join(command)}")
-    metrics = json.loads(output)
+    metrics = json.loads(output[output.index("{") :])
     return {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": usage.ru_maxrss / 1024, **metrics}
 
 
@@ -45,8 +45,11 @@ def main() -> int:
     data = str(DATASETS / "mnist-png")
     with tempfile.TemporaryDirectory() as tmp:
         summary = shard(data, f"{tmp}/shards", "64MB")
+        print(f"sharded {sum(summary.counts.values())} images in {summary.seconds:.0f} s", flush=True)
         from_shards = train_process(f"{tmp}/shards", Path(tmp) / "shards-run", epochs)
+        print(f"from shards: {from_shards}", flush=True)
         from_folder = train_process(data, Path(tmp) / "folder-run", epochs, "--image-cache", "ram")
+        print(f"from the folder: {from_folder}", flush=True)
     rows = [
         {"run": "shard writing", "images": sum(summary.counts.values()), "shards": summary.shards,
          "MB": round(summary.bytes / 1e6, 1), "seconds": round(summary.seconds, 1),

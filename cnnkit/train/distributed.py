@@ -141,6 +141,9 @@ def _in_spawned_process(fabric: Any, run: Callable[[], Any], shape: tuple[int, i
 def _join(fabric: Any, devices: int, num_nodes: int) -> None:
     global _current
     _current = Processes(fabric.global_rank, fabric.world_size, devices, num_nodes, str(fabric.device))
+    if fabric.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # processes sharing a machine's cores: more threads than cores make PyTorch's threads spin (as torchrun knows)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
     if not _current.main:
         warnings.simplefilter("ignore")  # rank 0 says everything once
 
