@@ -76,6 +76,12 @@ class BoxLoss(StrEnum):
     smooth_l1 = "smooth_l1"
 
 
+class Strategy(StrEnum):
+    auto = "auto"
+    ddp = "ddp"
+    ddp_spawn = "ddp_spawn"
+
+
 class Tta(StrEnum):
     none = "none"
     flip = "flip"
@@ -153,6 +159,13 @@ class TrainConfig:
     seed: int = _option(0, "Seed for splits, initialisation and shuffling.", low=0, high=2**32 - 1)
     precision: Precision = _option(Precision.auto, "auto (bf16 where the hardware has it), bf16 or fp32.")
     device: str = _option("auto", "auto, cpu, cuda, cuda:N or mps.")
+    devices: int = _option(
+        1, "Processes per machine, one per GPU (or CPU share); above 1 trains data-parallel (DDP).", low=1, high=1024
+    )
+    num_nodes: int = _option(1, "Machines taking part in data-parallel training (each runs --devices).", low=1)
+    strategy: Strategy = _option(
+        Strategy.auto, "auto (ddp when more than one process), ddp (re-runs this command per process) or ddp_spawn."
+    )
     logger: Logger = _option(Logger.csv, "csv (history.csv), or tensorboard: also TensorBoard event files.")
     out: str | None = _option(None, "Run folder; default runs/<data>-<model>.")
     task: Task = _option(

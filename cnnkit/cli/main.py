@@ -15,6 +15,7 @@ from cnnkit.cli.models import models
 from cnnkit.cli.output import JsonOption, console, errors, fail, print_json, show_warnings_as_lines
 from cnnkit.cli.report import report
 from cnnkit.cli.serve import serve
+from cnnkit.cli.shard import shard
 from cnnkit.cli.train import train
 from cnnkit.cli.tune import tune
 from cnnkit.config import Tta
@@ -192,7 +193,7 @@ def summary(
     console.print(f"Non-trainable params: {result.non_trainable_params:,}")
 
 
-for command in (train, tune, report, explain, visualize, export, serve, check):
+for command in (train, tune, report, explain, visualize, export, serve, check, shard):
     app.command(cls=CnnkitCommand)(command)
 
 

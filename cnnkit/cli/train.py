@@ -57,6 +57,7 @@ def training_options(skip: tuple[str, ...] = ("data",)) -> list[inspect.Paramete
 def train(**options: Any) -> None:
     """Train a classifier and write a run folder (weights, history, curves, metrics, a resumable checkpoint)."""
     from cnnkit.train.opening import open_run
+    from cnnkit.train.ranks import is_main_process
 
     data, config, resume = options.pop("data"), options.pop("config"), options.pop("resume")
     json_output = options.pop("json_output")
@@ -71,6 +72,8 @@ def train(**options: Any) -> None:
         fail(interrupted(opened.run_dir), code=130)
     except CnnkitError as exc:
         raise CnnkitError(failed_later(opened.run_dir, exc)) from exc
+    if not is_main_process():
+        return  # rank 0 of a data-parallel run reports
     if json_output:
         print_json({"run": str(run.path), **run.metrics})
         return

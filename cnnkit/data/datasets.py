@@ -28,6 +28,7 @@ from cnnkit.data.builtin import BUILTIN_DATASETS
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage
 from cnnkit.data.folders import DatasetSplits, ImageList, ScanOptions, scan_folder
 from cnnkit.data.prepare import parallel_map, prepare_decoded, prepare_file, stored_geometry
+from cnnkit.data.shards import ShardedImageList, ShardImages, decode_shards, is_shard_folder, shard_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, read_json, write_json
 from cnnkit.models.config import Preprocessing
@@ -47,6 +48,8 @@ def load_dataset(
     """
     if isinstance(data, str) and data in BUILTIN_DATASETS and not Path(data).exists():
         return BUILTIN_DATASETS[data](val_split, test_split, seed)
+    if is_shard_folder(data):  # split when it was sharded
+        return shard_dataset(data)
     return scan_folder(data, val_split, test_split, seed, **options)
 
 
@@ -148,6 +151,8 @@ def decode_images(
         raise CnnkitError(f"--image-cache must be one of {', '.join(IMAGE_CACHES)}, not {cache!r}")
     size, crop_pct = stored_geometry(preprocessing, for_training)
     shape = (preprocessing.channels, size, size)
+    if isinstance(split, ShardedImageList):
+        return _from_shards(split, preprocessing, for_training, max_pixels, shape)
 
     def prepare(index: int) -> torch.Tensor | str:
         """The stored image, or why the file cannot give one."""
@@ -161,19 +166,38 @@ def decode_images(
     if cache == "disk":
         settings = {"kind": "images", "version": 2, "shape": shape, "crop_pct": crop_pct, "max_pixels": max_pixels}
         images, kept, failures = _decode_to_disk(split, {**settings, "preprocessing": preprocessing.to_dict()}, prepare)
+    elif cache == "off":  # each file is decoded once to find the unreadable ones, and its pixels let go
+        reasons = list(parallel_map(lambda i: _failure(prepare(i)), range(len(split))))
+        failures = {split.sources[i]: why for i, why in enumerate(reasons) if why is not None}
+        kept = [i for i, why in enumerate(reasons) if why is None]
+        images = LazyImages(prepare, kept, shape)
     else:
         prepared = list(parallel_map(prepare, range(len(split))))
         failures = {split.sources[i]: why for i, why in enumerate(prepared) if isinstance(why, str)}
         kept = [i for i, image in enumerate(prepared) if not isinstance(image, str)]
-        if cache == "off":
-            images = LazyImages(prepare, kept, shape)
-        else:
-            images = torch.stack([prepared[i] for i in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
+        images = torch.stack([prepared[i] for i in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
     reasons = {**split.skipped, **failures}
     if warn:
         warn_skipped(reasons)
     labels = torch.tensor([split.labels[i] for i in kept], dtype=torch.long)
     return DecodedImages(images, labels, [split.sources[i] for i in kept], list(reasons), reasons)
+
+
+def _failure(prepared: torch.Tensor | str) -> str | None:
+    return prepared if isinstance(prepared, str) else None
+
+
+def _from_shards(
+    split: ShardedImageList, preprocessing: Preprocessing, for_training: bool, max_pixels: int, shape: tuple
+) -> DecodedImages:
+    """A split of a shard folder: streamed each epoch (train), or decoded once into memory; every sample was
+    checked when the shards were written."""
+    labels = torch.tensor(split.labels, dtype=torch.long)
+    if split.stream:
+        images = ShardImages(split, preprocessing, for_training, max_pixels, shape)
+    else:
+        images = decode_shards(split, preprocessing, for_training, max_pixels)
+    return DecodedImages(images, labels, list(split.sources), [])
 
 
 def _decode_to_disk(split: ImageList, settings: dict, prepare) -> tuple[MemmapImages, list[int], dict[str, str]]:

@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path, load_weights, weights_metadata
 from cnnkit.run import CHECKPOINT, HISTORY, HISTORY_COLUMNS, WEIGHTS, save_run_weights, weights_intact, write_history
+from cnnkit.train.distributed import current, gather_objects
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,6 +91,14 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
+def own_state(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's generator states from a checkpoint's recorder state (rank 0's when saved by other processes)."""
+    processes, ranks = current(), state.get("ranks")
+    if ranks is not None and len(ranks) == processes.world:
+        return ranks[processes.rank]
+    return state
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Put every random number generator back where a checkpoint found it."""
     torch.set_rng_state(state["torch"])
@@ -122,18 +131,22 @@ class RunRecorder(L.Callback):
         self.epoch_started = time.perf_counter()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.progress.state(), "generators": [g.get_state() for g in self.generators]}
+        state = {**self.progress.state(), "generators": [g.get_state() for g in self.generators]}
+        if current().world > 1:  # each rank's augmentation and view draws are its own
+            state["ranks"] = gather_objects({"rng": state["rng"], "generators": state["generators"]})
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.progress.restore(state_dict, self.run_dir)
-        set_rng_state(state_dict["rng"])
-        for generator, saved in zip(self.generators, state_dict["generators"], strict=True):
+        own = own_state(state_dict)
+        set_rng_state(own["rng"])
+        for generator, saved in zip(self.generators, own["generators"], strict=True):
             generator.set_state(saved)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After a resume, write the best weights if the checkpoint knows a best epoch the weights file lacks."""
         if self.progress.best_row is not None and self.progress.best_state is None:
-            self._keep_best(self.progress.best_row)
+            self._keep_best(self.progress.best_row, write=trainer.is_global_zero)
         if self.reset_early_stopping:  # an extended run gets its full patience again
             for callback in trainer.callbacks:
                 if isinstance(callback, L.pytorch.callbacks.EarlyStopping):
@@ -155,8 +168,9 @@ class RunRecorder(L.Callback):
         crash_point("checkpointed")
         crash_point(f"checkpointed-{self.stage}")
         if improved:
-            self._keep_best(row)
-        write_history(self.run_dir / HISTORY, progress.rows)
+            self._keep_best(row, write=trainer.is_global_zero)
+        if trainer.is_global_zero:
+            write_history(self.run_dir / HISTORY, progress.rows)
         for logger in trainer.loggers:
             logger.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "stage")}, step=row["epoch"])
 
@@ -171,9 +185,10 @@ class RunRecorder(L.Callback):
             "elapsed": self.progress.elapsed_before + now - self.progress.started,
         }  # fmt: skip
 
-    def _keep_best(self, row: dict[str, Any]) -> None:
+    def _keep_best(self, row: dict[str, Any], write: bool = True) -> None:
         self.progress.best_state = {k: v.detach().clone().cpu() for k, v in self.network.state_dict().items()}
-        save_run_weights(self.run_dir, self.progress.best_state, epoch=int(row["epoch"]))
+        if write:
+            save_run_weights(self.run_dir, self.progress.best_state, epoch=int(row["epoch"]))
 
     def finish_stage(self, trainer: L.Trainer) -> None:
         """Mark the stage done in the checkpoint, so a resume goes on with the next stage."""

@@ -29,6 +29,7 @@ from cnnkit.cache import cache_key
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path
 from cnnkit.runtime import autocast
+from cnnkit.train.distributed import Processes, current
 from cnnkit.train.progress import tracked
 
 SPILL_BYTES = 2 * 1024**3  # caches larger than this stay memory-mapped instead of being read into RAM
@@ -79,12 +80,16 @@ def extract_features(
     seed: int,
     out: np.ndarray | None = None,
     progress: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> np.ndarray:
     """``module``'s output for transformed copies of uint8 images: shape (rows, ...), laid out as :func:`view_rows`.
 
     ``views`` is the number of copies of every image, or one number per image. ``out`` may be a
     preallocated (memory-mapped) array to fill, of any float dtype. The seed fixes which random
     augmentations each copy gets. ``progress`` shows a bar with ETA on stderr (plain lines in a log).
+    ``share`` = (rank, world): run the module only on every ``world``-th batch from ``rank`` (the
+    other rows keep what ``out`` held); every batch is still augmented, so each row gets the same
+    augmentation whatever the number of ranks.
     """
     module.eval()
     views = _as_views(views, len(images))
@@ -97,9 +102,11 @@ def extract_features(
         starts = tracked(starts, len(starts), description)
     with torch.random.fork_rng(devices=[]):  # a cache hit must leave the global RNG as a miss does
         torch.manual_seed(seed)
-        for start in starts:
+        for number, start in enumerate(starts):
             crash_point("extract")
             batch = torch.stack([transform(images[i]) for i in image_of_row[start : start + batch_size]])
+            if number % share[1] != share[0]:
+                continue  # another rank's batch
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 outputs = module(batch).float().cpu().numpy()
@@ -152,7 +159,23 @@ def cached_features(
     settings = {**settings, "views": views.tolist(), "seed": seed, "dtype": np.dtype(dtype).name}
     key = cache_key({**settings, "weights": weights_fingerprint(module)}, sources)
     path = cache_dir / f"features-{key}.npy"
-    hit = path.is_file()
+    processes = current()
+    hit = processes.all_true(path.is_file())
+    if not hit and processes.world > 1:
+        return _extracted_by_all_ranks(
+            module,
+            images,
+            transform,
+            views,
+            path,
+            dtype,
+            processes,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            seed=seed,
+            progress=progress,
+        ), hit
     if not hit:
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), autocast(device, precision):
             module.eval()
@@ -168,6 +191,35 @@ def cached_features(
             del memmap
     array = np.load(path, mmap_mode="r")
     return (np.array(array) if array.nbytes <= SPILL_BYTES else array), hit
+
+
+def _extracted_by_all_ranks(
+    module: nn.Module, images: torch.Tensor, transform, views: torch.Tensor, path: Path, dtype: type,
+    processes: Processes, **options: Any,
+) -> np.ndarray:  # fmt: skip
+    """Each rank extracts its share of the batches; the sum over ranks of arrays that are zero elsewhere
+    is the whole cache on every rank. Rank 0 stores it, or every rank when they share no file system."""
+    shape = _output_shape(module, images, transform, options["device"], options["precision"])
+    result = np.zeros((int(views.sum()), *shape), dtype=dtype)
+    extract_features(module, images, transform, views, out=result, share=(processes.rank, processes.world), **options)
+    processes.sum_into(result)
+    if processes.main:
+        _store(path, result)
+    processes.barrier()
+    if not path.is_file():
+        _store(path, result)
+    return result
+
+
+def _output_shape(module: nn.Module, images: torch.Tensor, transform, device: torch.device, precision: str) -> tuple:
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(), autocast(device, precision):
+        module.eval()
+        return tuple(module(transform(images[0]).unsqueeze(0).to(device)).shape[1:])
+
+
+def _store(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
 
 
 class CachedFeatureDataset(Dataset):

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from cnnkit.config import Sampler
 from cnnkit.data.datasets import DecodedImages, TensorImageDataset
+from cnnkit.data.shards import ShardImages
 from cnnkit.errors import CnnkitError
 from cnnkit.runtime import inference_batch_size
 
@@ -73,9 +74,17 @@ def image_loaders(
     seed: int,
     device: torch.device,
 ) -> Loaders:
-    """Batches of decoded images, augmented by ``train_tf`` for training."""
-    train, generator = train_loader(
-        TensorImageDataset(train_images, train_tf), train_images.labels, batch_size, sampler, seed
-    )
+    """Batches of decoded images, augmented by ``train_tf`` for training; streamed from shards if they are there."""
+    if isinstance(train_images.images, ShardImages):
+        if sampler == Sampler.balanced:
+            raise CnnkitError(
+                "--sampler balanced needs random access to the images; shards stream: use --class-weight auto"
+            )
+        stream = train_images.images.stream(train_tf, seed)
+        train, generator = DataLoader(stream, batch_size=batch_size), stream.generator
+    else:
+        train, generator = train_loader(
+            TensorImageDataset(train_images, train_tf), train_images.labels, batch_size, sampler, seed
+        )
     val = DataLoader(TensorImageDataset(val_images, val_tf), batch_size=inference_batch_size(device))
     return Loaders(train, val, [generator])

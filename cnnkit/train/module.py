@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 
 from cnnkit.models.classifier import Classifier, feature_blocks, set_batchnorm_eval
 
@@ -49,6 +50,9 @@ class ClassifierModule(L.LightningModule):
         self.channels_last = channels_last
         self.plateau_patience = plateau_patience
         self.register_buffer("class_weights", class_weights, persistent=False)
+        # Validation means over every rank's images: torchmetrics sums numerators and counts across ranks, where
+        # Lightning's own mean reduction rounds the averaged count (wrong for unequal validation shares).
+        self.val_means = nn.ModuleDict({name: MeanMetric() for name in ("val_loss", "val_accuracy")})
 
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
@@ -69,9 +73,13 @@ class ClassifierModule(L.LightningModule):
         smoothing = self.label_smoothing if prefix == "" else 0.0  # validation reports the plain loss
         loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=smoothing)
         accuracy = (logits.argmax(1) == labels).float().mean()
-        log = dict(on_step=False, on_epoch=True, batch_size=len(labels), logger=False)  # the recorder logs epochs
-        self.log(f"{prefix}loss", loss, **log)
-        self.log(f"{prefix}accuracy", accuracy, prog_bar=True, **log)
+        # the recorder logs epochs; sync_dist: over all ranks of a data-parallel run (equal training shares)
+        log = dict(on_step=False, on_epoch=True, batch_size=len(labels), logger=False, sync_dist=True)
+        for name, value in ((f"{prefix}loss", loss), (f"{prefix}accuracy", accuracy)):
+            if name in self.val_means:
+                self.val_means[name].update(value.detach(), weight=len(labels))
+                value = self.val_means[name]
+            self.log(name, value, prog_bar=name.endswith("accuracy"), **log)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -85,7 +93,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], logger=False)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], logger=False, sync_dist=True)
 
     def on_validation_end(self) -> None:
         """Step the plateau schedule here, before the epoch's checkpoint, so a resumed run has the same rate."""

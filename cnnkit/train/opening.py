@@ -25,8 +25,10 @@ from cnnkit.run import (
     lock_for_resume,
     read_run_files,
 )
+from cnnkit.train.ranks import is_main_process, shared_run_dir
 
-RESUME_OPTIONS = ("epochs", "fine_tune_epochs")  # what --resume may change: how long, never what is trained
+# what --resume may change: how long, and on how many processes; never what is trained
+RESUME_OPTIONS = ("epochs", "fine_tune_epochs", "devices", "num_nodes", "strategy")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class OpenedRun:
     resume_stage: int = 0
     resume_finished: bool = False
     extended: set[str] = field(default_factory=set)  # stages given more epochs than they had
-    rng_state: dict[str, Any] | None = None  # the generators' state when the checkpoint was written
+    rng_state: dict[str, Any] | None = None  # the checkpoint's recorder state, with the generators' states
     dataset: Any = None  # DatasetSplits given in memory instead of a folder to scan
 
     def extends(self, stage: str) -> bool:
@@ -75,6 +77,8 @@ def open_run(
     if config.data is None:
         raise CnnkitError("give the data to train on: a folder of class sub-folders, or a built-in name (digits)")
     name = default_run_name(config.data if splits is None else splits.name, config.model)
+    if not is_main_process():  # rank 0 claimed the folder; this rank of a data-parallel run only reads it
+        return OpenedRun(config, shared_run_dir(Path(config.out or Path("runs") / name)), dataset=splits)
     return OpenedRun(config, claim_run_dir(config.out, name), dataset=splits)
 
 
@@ -91,7 +95,8 @@ def _resume(run_dir: Path, overrides: dict[str, Any]) -> OpenedRun:
     config = stored.with_overrides(**overrides)
     if (run_dir / METRICS).is_file() and not _longer(config, facts):
         raise CnnkitError(f"{run_dir} is complete; to train it longer, resume it with a larger --epochs")
-    lock_for_resume(run_dir)
+    if is_main_process():
+        lock_for_resume(run_dir)
     opened = OpenedRun(config, run_dir, stored_facts=facts)
     if checkpoint_path(run_dir).is_file():
         _take_over_checkpoint(opened, facts)
@@ -119,7 +124,7 @@ def _take_over_checkpoint(opened: OpenedRun, facts: RunFacts) -> None:
     if progress.best_row is not None and progress.best_state is None and state["finished"]:
         raise CnnkitError(f"{opened.run_dir / WEIGHTS} is damaged or missing; the run cannot be resumed, train again")
     opened.progress, opened.resume_stage, opened.resume_finished = progress, state["stage_index"], state["finished"]
-    opened.rng_state = state["rng"]
+    opened.rng_state = state  # each rank takes its own generators from it (callbacks.own_state)
     config = opened.config
     stage_names = ["train"] if not facts.pretrained else ["head", "fine_tune"]
     lengths = {"train": config.epochs, "head": config.epochs, "fine_tune": config.fine_tune_epochs}

@@ -32,6 +32,7 @@ from cnnkit.run import CLASSES, RunFacts, data_fingerprint, write_config
 from cnnkit.runtime import pick_device, resolve_precision
 from cnnkit.train.input_size import InputSizeChoice, choose_input_size
 from cnnkit.train.loaders import class_weights, views_per_class
+from cnnkit.train.ranks import is_main_process
 
 DEFAULT_EPOCHS = {"scratch": 20, "pretrained": 8, "pretrained_cached": 25}
 DEFAULT_FINE_TUNE_EPOCHS = {"cached": 8, "images": 3}  # an epoch on cached activations is ~5x cheaper
@@ -63,7 +64,8 @@ class Prepared:
     def record(self, **changes: Any) -> None:
         """Add facts as they become known and rewrite ``config.yaml``."""
         self.facts = self.facts.updated(**changes)
-        write_config(self.run_dir, self.config, self.facts)
+        if is_main_process():
+            write_config(self.run_dir, self.config, self.facts)
 
 
 def stage_epochs(config: TrainConfig, pretrained: bool) -> tuple[int, int]:
@@ -137,8 +139,9 @@ def prepare(
     if task == "localize":
         facts = _localize_facts(config, facts)
     _check_same_data(stored, facts, run_dir)
-    write_json(run_dir / CLASSES, dataset.classes)
-    write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
+    if is_main_process():  # the other ranks of a data-parallel run write nothing
+        write_json(run_dir / CLASSES, dataset.classes)
+        write_config(run_dir, config, facts)  # last: a config.yaml on disk means the run can be resumed
     decode_started = time.perf_counter()
     decoded = _decode(dataset, facts, config)
     unfreeze_top = parse_unfreeze(config.unfreeze, len(feature_blocks(network.features)))

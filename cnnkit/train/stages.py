@@ -17,9 +17,11 @@ import lightning as L
 from torch import nn
 
 from cnnkit.config import Logger, Schedule
+from cnnkit.data.shards import ShardImages
 from cnnkit.models.classifier import Classifier
 from cnnkit.runtime import lightning_precision
 from cnnkit.train.callbacks import AtomicCheckpointIO, RunProgress, RunRecorder
+from cnnkit.train.distributed import current, share_loaders
 from cnnkit.train.feature_cache import FeatureCache
 from cnnkit.train.loaders import Loaders, image_loaders
 from cnnkit.train.module import ClassifierModule, freeze, unfreeze_top_blocks
@@ -44,6 +46,9 @@ class Stage:
 def build_feature_cache(prep: Prepared, progress: bool) -> FeatureCache | None:
     """The frozen layers' cached outputs for a pretrained model, or None when the run reads images."""
     if not prep.facts.feature_cache:
+        return None
+    if isinstance(prep.train_images.images, ShardImages):  # streamed images are read in order, not by index
+        prep.record(feature_cache=False)
         return None
     network, facts = prep.network, prep.facts
     cache = FeatureCache.build(
@@ -100,6 +105,8 @@ def fit_stage(
 ) -> None:  # fmt: skip
     """Fit one stage; ``resume_from`` continues it from the run's checkpoint instead of from its start."""
     model, loaders = stage.build()
+    processes = current()
+    loaders = share_loaders(loaders, processes)
     module = stage.module_class(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
         frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.config.label_smoothing,
@@ -118,7 +125,8 @@ def fit_stage(
     if bars:
         callbacks.append(EpochProgress(progress.rows, stage.name, later_epochs))  # after the recorder
     trainer = L.Trainer(
-        accelerator="gpu" if prep.device.type in ("cuda", "mps") else "cpu", devices=1, max_epochs=stage.epochs,
+        accelerator="gpu" if prep.device.type in ("cuda", "mps") else "cpu", **processes.trainer_options(),
+        max_epochs=stage.epochs,
         precision=lightning_precision(stage.precision), callbacks=callbacks, logger=_loggers(prep),
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()], default_root_dir=prep.run_dir,

@@ -21,14 +21,16 @@ from typing import Any
 from cnnkit.config import TrainConfig
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import write_json
-from cnnkit.run import CURVES, METRICS, Run, release_run_dir
+from cnnkit.run import CURVES, METRICS, Run, load_run, release_run_dir
 from cnnkit.runtime import keep_freed_memory
-from cnnkit.train.callbacks import RunProgress, set_rng_state
+from cnnkit.train.callbacks import RunProgress, own_state, set_rng_state
+from cnnkit.train.distributed import current, run_in_processes
 from cnnkit.train.localize import plan_localize_stages, score_localization
 from cnnkit.train.module import freeze
 from cnnkit.train.opening import OpenedRun, checkpoint_path, open_run
 from cnnkit.train.prepare import Prepared, prepare
 from cnnkit.train.progress import progress_console, start_line
+from cnnkit.train.ranks import is_main_process
 from cnnkit.train.stages import Stage, build_feature_cache, fit_stage, plan_stages
 
 
@@ -39,6 +41,7 @@ def _quiet_lightning() -> None:
     for message in (
         r".*does not have many workers.*", r".*bf16-mixed.*", r".*module\(s\) in eval mode.*",  # frozen parts
         r".*isinstance\(treespec, LeafSpec\).*", r".*checkpoint.*", r".*ckpt_path.*",  # Lightning's own notes
+        r".*IterableDataset.*has .__len__. defined.*",  # shards stream in the main process, no workers
     ):  # fmt: skip
         warnings.filterwarnings("ignore", message=message)
 
@@ -65,30 +68,46 @@ def train(
 
 
 def train_opened(opened: OpenedRun, progress: bool = True, callbacks: Sequence[Any] = ()) -> Run:
-    """Train into a folder :func:`~cnnkit.train.opening.open_run` claimed (the CLI claims it before torch loads)."""
+    """Train into a folder :func:`~cnnkit.train.opening.open_run` claimed (the CLI claims it before torch loads).
+
+    With ``devices`` or ``num_nodes`` above 1 the run's processes start here and each trains its
+    share; only rank 0 writes the folder, and the run returned elsewhere has no metrics.
+    """
     _quiet_lightning()
     keep_freed_memory()
+    main = is_main_process()
     try:
-        prep = prepare(opened.config, opened.run_dir, opened.stored_facts, opened.dataset)
-        if progress:
-            _say_what_was_found(prep)
-        started = time.perf_counter()  # the first stage's time includes building its feature cache
-        cache = build_feature_cache(prep, progress)
-        run_progress = opened.progress or RunProgress()
-        plan = plan_stages if prep.boxes is None else plan_localize_stages
-        stages = plan(prep, cache, lambda model: _restore_best(run_progress, model))
-        seconds: dict[str, float] = {}
-        for index, stage in enumerate(stages):
-            later = sum(later.epochs for later in stages[index + 1 :])
-            _run_stage(index, stage, prep, run_progress, opened, progress, later, callbacks)
-            seconds[stage.name], started = round(time.perf_counter() - started, 2), time.perf_counter()
-        timings = {"stage_seconds": seconds, **({} if cache is None else {"feature_cache_hit": cache.hit})}
-        return _finish(prep, run_progress, timings)
+        run = run_in_processes(opened.config, opened.run_dir, _train_here, opened, progress, callbacks)
+        return run or load_run(opened.run_dir)  # spawned processes trained it
     except BaseException:
-        opened.abandon()
+        if main:
+            opened.abandon()
         raise
     finally:
-        release_run_dir(opened.run_dir)
+        if main:
+            release_run_dir(opened.run_dir)
+
+
+def _train_here(opened: OpenedRun, progress: bool, callbacks: Sequence[Any]) -> Run:
+    """The whole run in this process, which may be one rank of several."""
+    _quiet_lightning()  # again in a spawned process
+    progress = progress and current().main
+    prep = prepare(opened.config, opened.run_dir, opened.stored_facts, opened.dataset)
+    current().vary_augmentation(opened.config.seed)
+    if progress:
+        _say_what_was_found(prep)
+    started = time.perf_counter()  # the first stage's time includes building its feature cache
+    cache = build_feature_cache(prep, progress)
+    run_progress = opened.progress or RunProgress()
+    plan = plan_stages if prep.boxes is None else plan_localize_stages
+    stages = plan(prep, cache, lambda model: _restore_best(run_progress, model))
+    seconds: dict[str, float] = {}
+    for index, stage in enumerate(stages):
+        later = sum(later.epochs for later in stages[index + 1 :])
+        _run_stage(index, stage, prep, run_progress, opened, progress, later, callbacks)
+        seconds[stage.name], started = round(time.perf_counter() - started, 2), time.perf_counter()
+    timings = {"stage_seconds": seconds, **({} if cache is None else {"feature_cache_hit": cache.hit})}
+    return _finish(prep, run_progress, timings)
 
 
 def _say_what_was_found(prep: Prepared) -> None:
@@ -122,7 +141,8 @@ def _run_stage(
     if not resumed:
         progress.begin_stage(index)
         if opened.rng_state is not None and index == opened.resume_stage + 1:
-            set_rng_state(opened.rng_state)  # as the finished stage left them, before this one drew anything
+            # as the finished stage left them, before this one drew anything
+            set_rng_state(own_state(opened.rng_state)["rng"])
     if resumed and opened.resume_finished:
         progress.finished = False
     fit_stage(
@@ -141,6 +161,8 @@ def _finish(prep: Prepared, progress: RunProgress, timings: dict[str, Any]) -> R
     freeze(network.features, frozen=False)
     _restore_best(progress, network)
     network.eval()
+    if not current().main:  # rank 0 writes the curves and metrics and scores the test split
+        return Run(prep.run_dir, config, prep.facts, dataset.classes, {}, model=network.cpu().eval())
     plot_curves(progress.rows, prep.run_dir / CURVES)
     best = progress.best_row or {}
     metrics: dict[str, Any] = {
