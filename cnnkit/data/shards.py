@@ -79,13 +79,18 @@ def shard(
     test_split: float = 0.15, seed: int = 0, max_pixels: int | None = None, track: Track | None = None,
 ) -> ShardSummary:  # fmt: skip
     """Split ``data`` as ``cnnkit train`` would (same options, same split) and write it into ``out`` as shards."""
-    from cnnkit.data.datasets import load_dataset
+    from cnnkit.data.builtin import BUILTIN_DATASETS
+    from cnnkit.data.folders import scan_folder
 
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     if is_shard_folder(data):
         raise CnnkitError(f"{data} already holds shards; train on it with 'cnnkit train {data}'")
-    options = {} if max_pixels is None else {"max_pixels": max_pixels}
-    dataset = load_dataset(data, val_split, test_split, seed, **options)
+    if isinstance(data, str) and data in BUILTIN_DATASETS and not Path(data).exists():
+        dataset = BUILTIN_DATASETS[data](val_split, test_split, seed)
+    else:  # a folder, as load_dataset reads it; scanned here so that only datasets.py imports this module
+        dataset = scan_folder(
+            data, val_split, test_split, seed, **({} if max_pixels is None else {"max_pixels": max_pixels})
+        )
     return write_shards(dataset, out, size, track)
 
 
