@@ -22,7 +22,7 @@ from cnnkit.cli.main import app, main
 from cnnkit.data import load_dataset
 from cnnkit.data.duplicates import DuplicateFilesWarning, screen_duplicates
 from cnnkit.errors import CnnkitError
-from tests.conftest import DATASETS, write_shapes_dataset
+from tests.conftest import DATASETS, shared_dataset, write_shapes_dataset
 
 ORIGINALS_PER_CLASS = 4
 DISTINCT_PER_CLASS = 4
@@ -30,7 +30,7 @@ DISTINCT_PER_CLASS = 4
 
 def _photos(folder: str, count: int, skip: int = 0) -> list[Path]:
     """Every 7th JPEG of a hymenoptera class folder: different photos, never the same scene twice."""
-    files = sorted(p for p in (DATASETS / "hymenoptera" / "train" / folder).glob("*.jpg"))
+    files = sorted(p for p in (shared_dataset("hymenoptera") / "train" / folder).glob("*.jpg"))
     return files[skip::7][:count]
 
 
