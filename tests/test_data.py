@@ -13,8 +13,10 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from cnnkit.data import SkippedFilesWarning, decode_file, decode_images, load_dataset, scan_folder
+from cnnkit.data.datasets import DecodedImages, TensorImageDataset
 from cnnkit.data.transforms import (
     RandomAffineCrop,
+    RandomShiftFlip,
     affine_crop,
     affine_crop_theta,
     center_crop_resize,
@@ -238,6 +240,49 @@ def test_affine_crop_fills_uncovered_corners_with_the_edge_colour() -> None:
     out = affine_crop(image, affine_crop_theta(64, 56, angle=45, scale=0.7), 56)
     assert out.min() > 0
     assert torch.allclose(out[:, [0, 0, -1, -1], [0, -1, 0, -1]], torch.tensor(200 / 255), atol=1e-6)
+
+
+def test_a_batch_is_augmented_image_by_image() -> None:
+    """One call on a batch gives every image its own draws: exactly what one call per image gives."""
+    pp = Preprocessing(input_size=28, channels=1, mean=(0.0,), std=(1.0,))
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    augment = train_transform(pp, "light")
+    torch.manual_seed(3)
+    batch = augment(images)
+    torch.manual_seed(3)
+    assert torch.allclose(batch, torch.stack([augment(image) for image in images]), atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["standard", "light", "shift_flip"])
+def test_copies_of_one_image_in_a_batch_get_different_views(preset: str) -> None:
+    pp = Preprocessing(input_size=32, crop_pct=0.875)
+    store = training_store_size(pp)
+    image = torch.randint(0, 256, (1, 3, store, store), dtype=torch.uint8)
+    torch.manual_seed(0)
+    views = train_transform(pp, preset)(image.expand(6, -1, -1, -1))
+    assert views.shape == (6, 3, 32, 32)
+    assert all(not torch.equal(views[0], other) for other in views[1:])
+
+
+def test_shift_flip_reflects_the_edges_like_reflect_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = torch.arange(3 * 8 * 8, dtype=torch.float32).reshape(3, 8, 8)
+    padded = torch.nn.functional.pad(image[None], (2, 2, 2, 2), mode="reflect")[0]
+    monkeypatch.setattr(torch, "randint", lambda low, high, size: torch.zeros(size, dtype=torch.long))
+    monkeypatch.setattr(torch, "rand", lambda *size: torch.ones(size))  # no flip
+    assert torch.equal(RandomShiftFlip(8, padding=2)(image), padded[:, :8, :8])
+    monkeypatch.setattr(torch, "randint", lambda low, high, size: torch.full(size, high - 1, dtype=torch.long))
+    monkeypatch.setattr(torch, "rand", lambda *size: torch.zeros(size))  # flipped
+    assert torch.equal(RandomShiftFlip(8, padding=2)(image), padded[:, -8:, -8:].flip(-1))
+
+
+def test_the_loader_augments_whole_batches() -> None:
+    pp = Preprocessing(input_size=28, channels=1, mean=(0.0,), std=(1.0,))
+    images = torch.randint(0, 256, (10, 1, training_store_size(pp), training_store_size(pp)), dtype=torch.uint8)
+    dataset = TensorImageDataset(DecodedImages(images, torch.arange(10), [""] * 10, []), train_transform(pp, "light"))
+    calls = []
+    dataset.transform = lambda batch: calls.append(batch.shape) or train_transform(pp, "light")(batch)
+    loaded = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4)))
+    assert calls == [(4, 1, 28, 28)] and loaded[0].shape == (4, 1, 28, 28) and loaded[1].tolist() == [0, 1, 2, 3]
 
 
 def test_random_affine_crop_draws_reach_the_configured_ranges(monkeypatch: pytest.MonkeyPatch) -> None:

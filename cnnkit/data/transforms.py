@@ -67,7 +67,7 @@ class RandomChannelShift(nn.Module):
         return f"max_shift={self.max_shift}"
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        shift = (torch.rand(image.shape[-3], 1, 1) * 2 - 1) * self.max_shift
+        shift = (torch.rand(*image.shape[:-2], 1, 1) * 2 - 1) * self.max_shift  # per image and channel
         return (image + shift).clamp_(0.0, 1.0)
 
 
@@ -80,6 +80,41 @@ def resolve_augment(preset: str, preprocessing: Preprocessing) -> str:
     return preset
 
 
+def affine_crop_thetas(
+    store_size: int,
+    output_size: int,
+    angle: torch.Tensor,
+    translate: torch.Tensor,
+    scale: torch.Tensor,
+    shear: torch.Tensor,
+    flip: torch.Tensor,
+) -> torch.Tensor:
+    """(N, 2, 3) ``affine_grid`` matrices (``align_corners=False``) from the output to the stored image.
+
+    One row per image: ``angle``, ``scale``, ``shear`` and ``flip`` have shape (N,), ``translate`` (N, 2).
+    The geometry is torchvision's ``affine`` about the stored image's centre (positive ``angle``
+    turns the content clockwise, ``translate`` in pixels, ``shear`` along x in degrees), then the
+    horizontal flip, then the centre ``output_size`` crop at an integer offset, so that identity
+    parameters copy the crop's pixels exactly instead of blurring them. Float64 throughout, so that
+    the identity (256 -> 224, say) hits pixel centres exactly, not 1e-5 pixel off.
+    """
+    rot, sx = torch.deg2rad(angle.double()), torch.deg2rad(shear.double())
+    cos, sin, tan = rot.cos(), rot.sin(), sx.tan()
+    # torchvision's rotate-scale-shear matrix [[cos, -cos tan - sin], [sin, -sin tan + cos]] (determinant 1)
+    # maps stored pixels to output pixels; sampling needs its inverse, (1 / scale) times the adjugate.
+    row0 = torch.stack([-sin * tan + cos, cos * tan + sin], dim=-1)
+    row1 = torch.stack([-sin, cos], dim=-1)
+    inverse = torch.stack([row0, row1], dim=-2) / scale.double()[:, None, None]
+    # The crop's centre relative to the stored image's centre: 0, or half a pixel for an odd margin.
+    centre = (store_size - output_size + 1) // 2 + (output_size - store_size) / 2
+    shift = centre - translate.double()
+    # stored = inverse @ (output - translate) about the centres, rescaled to affine_grid's [-1, 1] units.
+    offset = (inverse @ shift[:, :, None]) * (2 / store_size)
+    theta = torch.cat([inverse * (output_size / store_size), offset], dim=-1)
+    theta[..., 0] = torch.where(flip[:, None].bool(), -theta[..., 0], theta[..., 0])
+    return theta
+
+
 def affine_crop_theta(
     store_size: int,
     output_size: int,
@@ -89,40 +124,30 @@ def affine_crop_theta(
     shear: float = 0.0,
     flip: bool = False,
 ) -> torch.Tensor:
-    """The 2x3 ``affine_grid`` matrix (``align_corners=False``) from the output to the stored image.
-
-    The geometry is torchvision's ``affine`` about the stored image's centre (positive ``angle``
-    turns the content clockwise, ``translate`` in pixels, ``shear`` along x in degrees), then the
-    horizontal flip, then the centre ``output_size`` crop at an integer offset, so that identity
-    parameters copy the crop's pixels exactly instead of blurring them.
-    """
-    rot, sx = math.radians(angle), math.radians(shear)
-    cos, sin, tan = math.cos(rot), math.sin(rot), math.tan(sx)
-    # torchvision's rotate-scale-shear matrix maps stored pixels to output pixels; sampling needs its inverse.
-    forward = torch.tensor([[cos, -cos * tan - sin], [sin, -sin * tan + cos]], dtype=torch.float64)
-    inverse = torch.linalg.inv(scale * forward)
-    # The crop's centre relative to the stored image's centre: 0, or half a pixel for an odd margin.
-    centre = (store_size - output_size + 1) // 2 + (output_size - store_size) / 2
-    shift = torch.tensor([centre - translate[0], centre - translate[1]], dtype=torch.float64)
-    # stored = inverse @ (output - translate) about the centres, rescaled to affine_grid's [-1, 1] units.
-    theta = torch.cat([inverse * (output_size / store_size), (inverse @ shift)[:, None] * (2 / store_size)], dim=1)
-    if flip:
-        theta[:, 0] = -theta[:, 0]
-    return theta
+    """The 2x3 matrix of :func:`affine_crop_thetas` for one image."""
+    one = [torch.tensor([value], dtype=torch.float64) for value in (angle, scale, shear, float(flip))]
+    moved = torch.tensor([translate], dtype=torch.float64)
+    return affine_crop_thetas(store_size, output_size, one[0], moved, one[1], one[2], one[3])[0]
 
 
-def affine_crop(image: torch.Tensor, theta: torch.Tensor, output_size: int) -> torch.Tensor:
-    """Sample a (C, H, W) image through ``theta``: float in [0, 1] out for uint8 in.
+def affine_crop(images: torch.Tensor, theta: torch.Tensor, output_size: int) -> torch.Tensor:
+    """Sample (C, H, W) or (N, C, H, W) images through ``theta`` ((2, 3) or (N, 2, 3)): float in [0, 1] out for uint8 in.
 
     Bilinear with ``padding_mode='border'`` is Keras' ``fill_mode='nearest'``: corners the moved
     image no longer covers repeat its edge pixels instead of turning black.
     """
-    image = v2.functional.to_dtype(image, torch.float32, scale=True)
-    # theta is float64 so that the identity (256 -> 224, say) hits pixel centres exactly, not 1e-5 pixel off.
-    size = [1, image.shape[-3], output_size, output_size]
-    grid = nn.functional.affine_grid(theta[None], size, align_corners=False).to(image.dtype)
-    sampled = nn.functional.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return sampled[0]
+    single = images.ndim == 3
+    batch = v2.functional.to_dtype(images[None] if single else images, torch.float32, scale=True)
+    thetas = theta[None] if single else theta
+    size = [len(batch), batch.shape[-3], output_size, output_size]
+    grid = nn.functional.affine_grid(thetas, size, align_corners=False).to(batch.dtype)
+    sampled = nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled[0] if single else sampled
+
+
+def _draws(images: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` uniform draws in [-1, 1) per image of a (C, H, W) image or an (N, C, H, W) batch: (N, count)."""
+    return torch.rand(1 if images.ndim == 3 else len(images), count) * 2 - 1
 
 
 class RandomAffineCrop(nn.Module):
@@ -130,9 +155,10 @@ class RandomAffineCrop(nn.Module):
 
     The ranges are RandomAffine's (``shift`` a fraction of the stored image, ``shear`` along x in
     degrees, scale in [1 - zoom, 1 + zoom]), but shifts are not rounded to whole pixels. Draws use
-    the global torch RNG, so ``torch.manual_seed`` repeats them. Returns float in [0, 1]. One
-    ``grid_sample`` straight to the output size costs a tenth of rotating an edge-padded copy of
-    the stored image and cropping it twice.
+    the global torch RNG, so ``torch.manual_seed`` repeats them; each image of a batch gets its own.
+    Returns float in [0, 1]. One ``grid_sample`` straight to the output size costs a tenth of
+    rotating an edge-padded copy of the stored image and cropping it twice, and one call for a
+    whole batch a tenth again of one call per image.
     """
 
     def __init__(
@@ -147,23 +173,59 @@ class RandomAffineCrop(nn.Module):
             f"{key}={value}" for key, value in vars(self).items() if not key.startswith("_") and key != "training"
         )
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        angle, tx, ty, zoom, shear, flip = (torch.rand(6) * 2 - 1).tolist()
-        max_shift = self.shift * self.store_size
-        theta = affine_crop_theta(
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        draws = _draws(images, 6).double()  # per image: angle, x and y shift, zoom, shear, flip
+        theta = affine_crop_thetas(
             self.store_size,
             self.output_size,
-            angle=angle * self.degrees,
-            translate=(tx * max_shift, ty * max_shift),
-            scale=1 + zoom * self.zoom,
-            shear=shear * self.shear,
-            flip=self.flip and flip < 0,
+            angle=draws[:, 0] * self.degrees,
+            translate=draws[:, 1:3] * self.shift * self.store_size,
+            scale=1 + draws[:, 3] * self.zoom,
+            shear=draws[:, 4] * self.shear,
+            flip=(draws[:, 5] < 0) & self.flip,
         )
-        return affine_crop(image, theta, self.output_size)
+        return affine_crop(images, theta[0] if images.ndim == 3 else theta, self.output_size)
+
+
+class RandomShiftFlip(nn.Module):
+    """A random ``size`` crop of the image edge-reflected by ``padding`` pixels, then a horizontal flip
+    half the time: whole-pixel moves with no resampling blur, each image of a batch its own.
+
+    torchvision's RandomCrop and RandomHorizontalFlip would move a whole batch the same way; this indexes
+    every image's rows and columns instead, on any dtype, without materializing the padded copy.
+    """
+
+    def __init__(self, size: int, padding: int) -> None:
+        super().__init__()
+        self.size, self.padding = size, padding
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, padding={self.padding}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images[None] if images.ndim == 3 else images
+        count, (height, width) = len(batch), batch.shape[-2:]
+        tops = torch.randint(0, height + 2 * self.padding - self.size + 1, (count,))
+        lefts = torch.randint(0, width + 2 * self.padding - self.size + 1, (count,))
+        flips = torch.rand(count) < 0.5
+        steps = torch.arange(self.size)
+        rows = _reflect(tops[:, None] + steps - self.padding, height)
+        columns = _reflect(lefts[:, None] + steps - self.padding, width)
+        columns = torch.where(flips[:, None], columns.flip(-1), columns)
+        picked = batch[torch.arange(count)[:, None, None], :, rows[:, :, None], columns[:, None, :]]
+        moved = picked.permute(0, 3, 1, 2).contiguous()  # indexing puts the channels last
+        return moved[0] if images.ndim == 3 else moved
+
+
+def _reflect(coordinates: torch.Tensor, length: int) -> torch.Tensor:
+    """Indices into ``length`` pixels for coordinates up to one length outside, mirrored at the edges
+    without repeating the edge pixel (``padding_mode='reflect'``)."""
+    mirrored = torch.where(coordinates < 0, -coordinates, coordinates)
+    return torch.where(mirrored > length - 1, 2 * (length - 1) - mirrored, mirrored)
 
 
 def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
-    """uint8 training image (at :func:`training_store_size`) -> augmented, normalized float tensor.
+    """uint8 training images (C, H, W) or (N, C, H, W), at :func:`training_store_size` -> augmented, normalized floats.
 
     ``standard`` follows the notes' ImageDataGenerator: rotation 40 degrees, width/height shift
     0.2, shear 0.2 rad (about 11.5 degrees), zoom 0.2, channel shift, horizontal flip, nearest fill.
@@ -174,11 +236,7 @@ def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
     store, size = training_store_size(preprocessing), preprocessing.input_size
     steps: list[nn.Module]
     if preset == "shift_flip":
-        steps = [
-            v2.RandomCrop(size, padding=max(1, size // 8), padding_mode="reflect"),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
+        steps = [RandomShiftFlip(size, padding=max(1, size // 8)), v2.ToDtype(torch.float32, scale=True)]
     elif preset == "standard":
         steps = [RandomAffineCrop(store, size, degrees=40, shift=0.2, shear=math.degrees(0.2), zoom=0.2, flip=True)]
     elif preset == "light":
@@ -192,7 +250,7 @@ def train_transform(preprocessing: Preprocessing, preset: str) -> v2.Compose:
 
 
 def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
-    """uint8 image already cropped and resized -> normalized float tensor."""
+    """uint8 image (or batch) already cropped and resized -> normalized float tensor."""
     return v2.Compose(
         [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocessing.mean), list(preprocessing.std))]
     )

@@ -104,7 +104,7 @@ def extract_features(
         torch.manual_seed(seed)
         for number, start in enumerate(starts):
             crash_point("extract")
-            batch = torch.stack([transform(images[i]) for i in image_of_row[start : start + batch_size]])
+            batch = transform(images[image_of_row[start : start + batch_size]])  # each row its own random view
             if number % share[1] != share[0]:
                 continue  # another rank's batch
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
