@@ -131,7 +131,7 @@ def affine_crop_theta(
 
 
 def affine_crop(images: torch.Tensor, theta: torch.Tensor, output_size: int) -> torch.Tensor:
-    """Sample (C, H, W) or (N, C, H, W) images through ``theta`` ((2, 3) or (N, 2, 3)): float in [0, 1] out for uint8 in.
+    """Sample (C, H, W) or (N, C, H, W) images through ``theta`` ((2, 3) or (N, 2, 3)): uint8 in, float in [0, 1] out.
 
     Bilinear with ``padding_mode='border'`` is Keras' ``fill_mode='nearest'``: corners the moved
     image no longer covers repeat its edge pixels instead of turning black.
