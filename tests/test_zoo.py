@@ -89,6 +89,7 @@ PARAMETER_TABLE = [
     Reference("lenet5", 369_174, 0, same_count),  # 002 notes' Keras LeNet-5 variant
     Reference("lenet5_classic", 60_840, -866, lenet_paper_simplifications),
     Reference("compact_resnet", 1_973_186, 0, same_count),  # no outside figure: pins cnnkit's own layout
+    Reference("compact_resnet_s", 494_694, 0, same_count),
     Reference("alexnet", 61_100_840, 0, same_count),  # torchvision metadata
     Reference("vgg16", 138_357_544, 0, same_count),  # Keras table; no BatchNorm, so both count alike
     Reference("vgg19", 143_667_240, 0, same_count),  # Keras table

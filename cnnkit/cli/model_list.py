@@ -36,6 +36,17 @@ MODELS: list[dict[str, Any]] = [
         "description": "Compact residual net for 32 px images: 3 stages (64-256-256 x width), max-pool, GELU",
     },
     {
+        "name": "compact_resnet_s",
+        "family": "compact",
+        "input_size": 32,
+        "channels": 3,
+        "params": 622404,
+        "gmacs": 0.037028864,
+        "pretrained": "none",
+        "imagenet_top1": None,
+        "description": "compact_resnet at half width (32-128-128): a quarter of the compute, sized for a CPU",
+    },
+    {
         "name": "densenet121",
         "family": "densenet",
         "input_size": 224,

@@ -17,6 +17,7 @@ from cnnkit.models.config import Preprocessing
 from cnnkit.models.registry import register_model
 
 STAGE_WIDTHS = (64, 256, 256)  # airbench94's widths; ``width`` scales them
+SMALL_IMAGES = Preprocessing(input_size=32, mean=(0.491, 0.482, 0.447), std=(0.247, 0.243, 0.262))  # CIFAR-10's
 
 
 def conv_bn_gelu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -45,7 +46,7 @@ class CompactStage(nn.Module):
 
 @register_model(
     "compact_resnet",
-    preprocessing=Preprocessing(input_size=32, mean=(0.491, 0.482, 0.447), std=(0.247, 0.243, 0.262)),
+    preprocessing=SMALL_IMAGES,
     description="Compact residual net for 32 px images: 3 stages (64-256-256 x width), max-pool, GELU",
     family="compact",
     reference_params={"num_classes": 10, "params": 1_973_186, "source": "cnnkit's own design (pins the layout)"},
@@ -63,3 +64,17 @@ def compact_resnet(
         in_channels = out_channels
     layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
     return Classifier(nn.Sequential(*layers), linear_head(in_channels, num_classes, dropout), in_channels)
+
+
+@register_model(
+    "compact_resnet_s",
+    preprocessing=SMALL_IMAGES,
+    description="compact_resnet at half width (32-128-128): a quarter of the compute, sized for a CPU",
+    family="compact",
+    reference_params={"num_classes": 10, "params": 494_694, "source": "cnnkit's own design (pins the layout)"},
+)
+def compact_resnet_s(
+    num_classes: int, pretrained: bool = False, input_size: int = 32, dropout: float = 0.0
+) -> Classifier:
+    """Trains CIFAR-sized images about four times faster than :func:`compact_resnet` on a CPU."""
+    return compact_resnet(num_classes, pretrained, input_size, dropout, width=0.5)
