@@ -3,7 +3,7 @@
 Seeded 70/15/15 split, scored on the test split: class accuracy >= 97%, mean IoU >= 0.72 and
 IoU >= 0.5 for at least 90% of the images, within 10 minutes. Beside it, the constant box (the
 training images' mean box for every image), which scores a mean IoU of about 0.50.
-Usage: python -m benchmarks.localize [--box-loss smooth_l1 giou]
+Usage: python -m benchmarks.localize [--box-loss l1_giou smooth_l1 giou]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from benchmarks._common import DATASETS, report
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--box-loss", nargs="+", default=["smooth_l1"])
+    parser.add_argument("--box-loss", nargs="+", default=["l1_giou"])
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

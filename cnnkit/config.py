@@ -73,6 +73,7 @@ class Task(StrEnum):
 
 class BoxLoss(StrEnum):
     giou = "giou"
+    l1_giou = "l1_giou"
     smooth_l1 = "smooth_l1"
 
 
@@ -176,11 +177,13 @@ class TrainConfig:
         ".xml files; default DATA/boxes.csv when present.",
     )  # fmt: skip
     box_loss: BoxLoss = _option(
-        BoxLoss.smooth_l1, "Box loss of localization: smooth_l1 on centre and sqrt size (as in the notes), or giou."
-    )
+        BoxLoss.l1_giou, "Box loss of localization: l1_giou (5 L1 on the corners + 2 GIoU, as DETR), smooth_l1 on "
+        "centre and sqrt size (as in the notes), or giou.",
+    )  # fmt: skip
     box_loss_weight: float | None = _option(
-        None, "Weight of the box loss beside the class loss (default 5 for smooth_l1, 2 for giou).", low=0.0
-    )
+        None, "Weight of the box loss beside the class loss (default 1 for l1_giou, 5 for smooth_l1, 2 for giou).",
+        low=0.0,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         hints = field_types()

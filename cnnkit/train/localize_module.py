@@ -17,14 +17,18 @@ from cnnkit.evaluate.boxes import paired_iou
 from cnnkit.models.localizer import parameters_from_boxes
 from cnnkit.train.module import ClassifierModule
 
-DEFAULT_BOX_LOSS_WEIGHT = {"smooth_l1": 5.0, "giou": 2.0}  # measured on critters-boxes (see localize.py)
+DEFAULT_BOX_LOSS_WEIGHT = {"l1_giou": 1.0, "smooth_l1": 5.0, "giou": 2.0}  # measured on critters-boxes
 
 
 def box_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """GIoU loss on the corners, or smooth L1 on (centre, sqrt size) as in the notes; mean over the batch."""
+    """Mean over the batch of: GIoU loss on the corners; DETR's 5 L1 on the corners + 2 GIoU (l1_giou);
+    or smooth L1 on (centre, sqrt size) as in the notes."""
     predicted, target = predicted.float(), target.float()
+    ordered = torch.cat([predicted[:, :2].minimum(predicted[:, 2:]), predicted[:, :2].maximum(predicted[:, 2:])], 1)
     if kind == "giou":
-        return generalized_box_iou_loss(predicted, target, reduction="mean")
+        return generalized_box_iou_loss(ordered, target, reduction="mean")
+    if kind == "l1_giou":
+        return 5 * F.l1_loss(predicted, target) + 2 * generalized_box_iou_loss(ordered, target, reduction="mean")
     return F.smooth_l1_loss(parameters_from_boxes(predicted), parameters_from_boxes(target), beta=0.05)
 
 
@@ -43,7 +47,7 @@ class LocalizerModule(ClassifierModule):
 
     monitor = "val_iou"
 
-    def __init__(self, model, lr: float, *, box_loss: str = "smooth_l1", box_loss_weight: float | None = None,
+    def __init__(self, model, lr: float, *, box_loss: str = "l1_giou", box_loss_weight: float | None = None,
                  **options: Any) -> None:  # fmt: skip
         super().__init__(model, lr, **options)
         self.box_loss_kind = box_loss
