@@ -103,6 +103,30 @@ def localize_run(boxes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         _REGISTRY.pop("tiny_loc_test", None)
 
 
+@pytest.mark.parametrize("kind", ["l1_giou", "giou", "smooth_l1"])
+def test_every_box_loss_moves_the_edge_head_off_its_centre_start(kind: str) -> None:
+    """The edge head starts with every edge at the centre (a box of no size): each loss must still train it."""
+    from cnnkit.models.localizer import Localizer
+    from cnnkit.models.registry import create_model
+    from cnnkit.train.localize_module import box_loss
+
+    torch.manual_seed(0)
+    localizer = Localizer(create_model("compact_resnet_s", num_classes=2))
+    assert localizer.spatial
+    images = torch.rand(8, 3, 32, 32)
+    corners = torch.rand(8, 2) * 0.4
+    target = torch.cat([corners, corners + 0.3 + torch.rand(8, 2) * 0.3], dim=1)
+    optimizer = torch.optim.Adam(localizer.box_head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = box_loss(localizer(images)[1], target, kind)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
+
+
 def test_a_synthetic_box_task_is_learned_far_above_the_constant_box(localize_run) -> None:
     metrics = localize_run.metrics
     assert localize_run.facts.task == "localize" and localize_run.facts.preprocessing.resize == "squash"

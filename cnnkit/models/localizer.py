@@ -24,6 +24,7 @@ from cnnkit.models.classifier import Classifier, _layers_in_order
 
 BOX_HIDDEN = 128  # the pooled-vector head's hidden width
 MAP_CHANNELS = 64  # both maps are projected to this many channels before they are added
+START_TILT = 3.0  # edge logits' slope across the map at the start: a box from 28% to 72% of each side
 
 
 def boxes_from_parameters(parameters: torch.Tensor) -> torch.Tensor:
@@ -82,20 +83,29 @@ def split_at_last_stride(body: nn.Module, probe: torch.Tensor) -> tuple[nn.Seque
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:]), shapes[cut - 1][1], shapes[-1][1]
 
 
+def ordered_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """Corners with xmin <= xmax and ymin <= ymax: IoU and drawing assume them, and edges may cross."""
+    return torch.cat([boxes[..., :2].minimum(boxes[..., 2:]), boxes[..., :2].maximum(boxes[..., 2:])], dim=-1)
+
+
 def soft_argmax_edges(logits: torch.Tensor) -> torch.Tensor:
     """(N, 4, H, W) edge logits (left, top, right, bottom) -> corners (N, 4) in [0, 1].
 
     Each edge's logits are summed (in log space) over the other axis, so left and right become
     distributions over the columns and top and bottom over the rows; an edge is its distribution's
-    mean position, with the first and last column at 0 and 1. The corners are not sorted: the head
-    starts with every edge at the centre, and sorting equal edges would give left and right the
-    same gradient forever.
+    mean position, with the first and last column at 0 and 1. A fixed tilt (:data:`START_TILT`)
+    pulls left and top towards 0 and right and bottom towards 1, so the untrained head (zero logits)
+    predicts a central box of 44% of each side rather than a point: from a point, GIoU has no
+    gradient and the square-root size of smooth L1 an infinite one, and left and right would tie.
     """
-    columns = torch.linspace(0, 1, logits.shape[-1], device=logits.device)
-    rows = torch.linspace(0, 1, logits.shape[-2], device=logits.device)
-    xs = (logits[:, [0, 2]].logsumexp(2).softmax(-1) * columns).sum(-1)
-    ys = (logits[:, [1, 3]].logsumexp(3).softmax(-1) * rows).sum(-1)
-    return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
+    tilt = torch.tensor([-START_TILT, START_TILT], device=logits.device)[:, None]
+    edges = []
+    for pair, summed_axis in (([0, 2], 2), ([1, 3], 3)):  # (left, right) over columns, (top, bottom) over rows
+        side = logits[:, pair].logsumexp(summed_axis)
+        positions = torch.linspace(0, 1, side.shape[-1], device=logits.device)
+        edges.append(((side + tilt * positions).softmax(-1) * positions).sum(-1))
+    (left, right), (top, bottom) = edges[0].unbind(1), edges[1].unbind(1)
+    return torch.stack([left, top, right, bottom], dim=1)
 
 
 class EdgeHead(nn.Module):
@@ -109,7 +119,7 @@ class EdgeHead(nn.Module):
             nn.BatchNorm2d(MAP_CHANNELS), nn.ReLU(inplace=True), nn.Conv2d(MAP_CHANNELS, MAP_CHANNELS, 3, padding=1),
             nn.ReLU(inplace=True), nn.Conv2d(MAP_CHANNELS, 4, 1),
         )  # fmt: skip
-        nn.init.zeros_(self.edges[-1].weight)  # every edge starts as the uniform distribution: the box's centre
+        nn.init.zeros_(self.edges[-1].weight)  # the untrained head predicts the tilted central box
         nn.init.zeros_(self.edges[-1].bias)
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
@@ -166,4 +176,6 @@ class Localizer(nn.Module):
             coarse = self._parts[1](fine)
             pooled = self._parts[2](coarse)
             boxes = soft_argmax_edges(self.box_head(fine, coarse).float())
+            if not self.training:  # the losses sort for themselves; edges may cross while they learn
+                boxes = ordered_corners(boxes)
         return self.classifier.head(pooled), boxes

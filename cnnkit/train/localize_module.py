@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torchvision.ops import generalized_box_iou_loss
 
 from cnnkit.evaluate.boxes import paired_iou
-from cnnkit.models.localizer import parameters_from_boxes
+from cnnkit.models.localizer import ordered_corners, parameters_from_boxes
 from cnnkit.train.module import ClassifierModule
 
 DEFAULT_BOX_LOSS_WEIGHT = {"l1_giou": 1.0, "smooth_l1": 5.0, "giou": 2.0}  # measured on critters-boxes
@@ -24,7 +24,7 @@ def box_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.
     """Mean over the batch of: GIoU loss on the corners; DETR's 5 L1 on the corners + 2 GIoU (l1_giou);
     or smooth L1 on (centre, sqrt size) as in the notes."""
     predicted, target = predicted.float(), target.float()
-    ordered = torch.cat([predicted[:, :2].minimum(predicted[:, 2:]), predicted[:, :2].maximum(predicted[:, 2:])], 1)
+    ordered = ordered_corners(predicted)
     if kind == "giou":
         return generalized_box_iou_loss(ordered, target, reduction="mean")
     if kind == "l1_giou":
