@@ -104,8 +104,8 @@ def localize_run(boxes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("kind", ["l1_giou", "giou", "smooth_l1"])
-def test_every_box_loss_moves_the_edge_head_off_its_centre_start(kind: str) -> None:
-    """The edge head starts with every edge at the centre (a box of no size): each loss must still train it."""
+def test_every_box_loss_trains_the_edge_head_from_its_start(kind: str) -> None:
+    """From the untrained edge head's central box each loss must train it (from a point, GIoU could not)."""
     from cnnkit.models.localizer import Localizer
     from cnnkit.models.registry import create_model
     from cnnkit.train.localize_module import box_loss

@@ -7,7 +7,9 @@ room to move. The transforms here turn those uint8 tensors into normalized float
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -145,9 +147,14 @@ def affine_crop(images: torch.Tensor, theta: torch.Tensor, output_size: int) -> 
     return sampled[0] if single else sampled
 
 
-def _draws(images: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` uniform draws in [-1, 1) per image of a (C, H, W) image or an (N, C, H, W) batch: (N, count)."""
-    return torch.rand(1 if images.ndim == 3 else len(images), count) * 2 - 1
+def one_or_batch(forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+    """Let a ``forward`` written for (N, C, H, W) batches take one (C, H, W) image too, as a batch of one."""
+
+    @functools.wraps(forward)
+    def either(self: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return forward(self, images[None])[0] if images.ndim == 3 else forward(self, images)
+
+    return either
 
 
 class RandomAffineCrop(nn.Module):
@@ -173,8 +180,9 @@ class RandomAffineCrop(nn.Module):
             f"{key}={value}" for key, value in vars(self).items() if not key.startswith("_") and key != "training"
         )
 
+    @one_or_batch
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        draws = _draws(images, 6).double()  # per image: angle, x and y shift, zoom, shear, flip
+        draws = (torch.rand(len(images), 6) * 2 - 1).double()  # per image: angle, x and y shift, zoom, shear, flip
         theta = affine_crop_thetas(
             self.store_size,
             self.output_size,
@@ -184,7 +192,7 @@ class RandomAffineCrop(nn.Module):
             shear=draws[:, 4] * self.shear,
             flip=(draws[:, 5] < 0) & self.flip,
         )
-        return affine_crop(images, theta[0] if images.ndim == 3 else theta, self.output_size)
+        return affine_crop(images, theta, self.output_size)
 
 
 class RandomShiftFlip(nn.Module):
@@ -202,9 +210,9 @@ class RandomShiftFlip(nn.Module):
     def extra_repr(self) -> str:
         return f"size={self.size}, padding={self.padding}"
 
+    @one_or_batch
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        batch = images[None] if images.ndim == 3 else images
-        count, (height, width) = len(batch), batch.shape[-2:]
+        count, (height, width) = len(images), images.shape[-2:]
         tops = torch.randint(0, height + 2 * self.padding - self.size + 1, (count,))
         lefts = torch.randint(0, width + 2 * self.padding - self.size + 1, (count,))
         flips = torch.rand(count) < 0.5
@@ -212,9 +220,8 @@ class RandomShiftFlip(nn.Module):
         rows = _reflect(tops[:, None] + steps - self.padding, height)
         columns = _reflect(lefts[:, None] + steps - self.padding, width)
         columns = torch.where(flips[:, None], columns.flip(-1), columns)
-        picked = batch[torch.arange(count)[:, None, None], :, rows[:, :, None], columns[:, None, :]]
-        moved = picked.permute(0, 3, 1, 2).contiguous()  # indexing puts the channels last
-        return moved[0] if images.ndim == 3 else moved
+        picked = images[torch.arange(count)[:, None, None], :, rows[:, :, None], columns[:, None, :]]
+        return picked.permute(0, 3, 1, 2).contiguous()  # indexing puts the channels last
 
 
 def _reflect(coordinates: torch.Tensor, length: int) -> torch.Tensor:

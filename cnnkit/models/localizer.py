@@ -135,7 +135,7 @@ class Localizer(nn.Module):
         self.classifier = classifier
         preprocessing = classifier.preprocessing
         split = split_before_pooling(classifier.features, preprocessing.channels, preprocessing.input_size)
-        self._parts = None  # shared layers of classifier.features, not registered twice
+        self._parts = None
         if split is None:
             self.box_head: nn.Module = nn.Sequential(
                 nn.Linear(classifier.num_features, BOX_HIDDEN), nn.ReLU(inplace=True), nn.Linear(BOX_HIDDEN, 4)
@@ -146,7 +146,7 @@ class Localizer(nn.Module):
                 was_training = classifier.training
                 to_fine, to_coarse, fine_channels, coarse_channels = split_at_last_stride(split[0].eval(), probe)
                 classifier.train(was_training)
-            self._parts = (to_fine, to_coarse, split[1])
+            self._parts = (to_fine, to_coarse, split[1])  # classifier.features' own layers, not registered twice
             self.box_head = EdgeHead(fine_channels, coarse_channels)
         self.preprocessing = preprocessing
 

@@ -177,11 +177,8 @@ def cached_features(
             progress=progress,
         ), hit
     if not hit:
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(), autocast(device, precision):
-            module.eval()
-            sample = module(transform(images[0]).unsqueeze(0).to(device))  # only for the output shape
         with atomic_path(path) as tmp:
-            shape = (int(views.sum()), *sample.shape[1:])
+            shape = (int(views.sum()), *_output_shape(module, images, transform, device, precision))
             memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             extract_features(
                 module, images, transform, views, batch_size=batch_size, device=device, precision=precision,
@@ -212,6 +209,7 @@ def _extracted_by_all_ranks(
 
 
 def _output_shape(module: nn.Module, images: torch.Tensor, transform, device: torch.device, precision: str) -> tuple:
+    """The shape of ``module``'s output for one image, found without moving the global RNG."""
     with torch.random.fork_rng(devices=[]), torch.inference_mode(), autocast(device, precision):
         module.eval()
         return tuple(module(transform(images[0]).unsqueeze(0).to(device)).shape[1:])
