@@ -182,6 +182,28 @@ def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: P
     assert (run.path / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("cache", ["ram", "off"])
+def test_worker_processes_decode_what_threads_decode(tmp_path: Path, monkeypatch, cache: str) -> None:
+    """Large splits decode in forked processes: the same pixels, order, kept files and skip reasons as threads."""
+    from cnnkit.data import prepare
+
+    bad, _ = write_dataset_with_bad_files(tmp_path / "messy")
+    dataset = load_dataset(tmp_path / "messy", val_split=0.1, test_split=0.0)
+    preprocessing = Preprocessing(input_size=32)
+
+    def decoded(min_items: int) -> list[DecodedImages]:
+        monkeypatch.setattr(prepare, "PROCESS_MAP_MIN_ITEMS", min_items)
+        return [decode_images(split, preprocessing, for_training=True, cache=cache, warn=False)
+                for split in (dataset.train, dataset.val)]  # fmt: skip
+
+    in_threads, in_processes = decoded(10**9), decoded(1)
+    assert sorted(Path(p).name for split in in_threads for p in split.skipped) == sorted(bad)
+    for threads, processes in zip(in_threads, in_processes, strict=True):
+        assert processes.sources == threads.sources and processes.reasons == threads.reasons
+        assert torch.equal(processes.labels, threads.labels)
+        assert all(torch.equal(processes.images[i], threads.images[i]) for i in range(len(threads.sources)))
+
+
 def test_augmentation_presets() -> None:
     color = Preprocessing(input_size=32, crop_pct=0.875)
     assert resolve_augment("auto", color) == "standard"

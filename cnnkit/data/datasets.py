@@ -27,7 +27,7 @@ from cnnkit.data.boxes import BOX_SKIP
 from cnnkit.data.builtin import BUILTIN_DATASETS
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage
 from cnnkit.data.folders import DatasetSplits, ImageList, ScanOptions, scan_folder
-from cnnkit.data.prepare import parallel_map, prepare_decoded, prepare_file, stored_geometry
+from cnnkit.data.prepare import map_indices, prepare_decoded, prepare_file, stored_geometry
 from cnnkit.data.shards import ShardedImageList, ShardImages, decode_shards, is_shard_folder, shard_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, read_json, write_json
@@ -170,12 +170,12 @@ def decode_images(
         settings = {"kind": "images", "version": 2, "shape": shape, "crop_pct": crop_pct, "max_pixels": max_pixels}
         images, kept, failures = _decode_to_disk(split, {**settings, "preprocessing": preprocessing.to_dict()}, prepare)
     elif cache == "off":  # each file is decoded once to find the unreadable ones, and its pixels let go
-        reasons = list(parallel_map(lambda i: _failure(prepare(i)), range(len(split))))
+        reasons = list(map_indices(lambda i: _failure(prepare(i)), len(split)))
         failures = {split.sources[i]: why for i, why in enumerate(reasons) if why is not None}
         kept = [i for i, why in enumerate(reasons) if why is None]
         images = LazyImages(prepare, kept, shape)
     else:
-        prepared = list(parallel_map(prepare, range(len(split))))
+        prepared = list(map_indices(prepare, len(split)))
         failures = {split.sources[i]: why for i, why in enumerate(prepared) if isinstance(why, str)}
         kept = [i for i, image in enumerate(prepared) if not isinstance(image, str)]
         images = torch.stack([prepared[i] for i in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
@@ -215,7 +215,7 @@ def _decode_to_disk(split: ImageList, settings: dict, prepare) -> tuple[MemmapIm
         with atomic_path(path) as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(split), *settings["shape"]))
             kept = []
-            for i, image in enumerate(parallel_map(prepare, range(len(split)))):
+            for i, image in enumerate(map_indices(prepare, len(split))):
                 if isinstance(image, str):
                     failures[split.sources[i]] = image
                 else:

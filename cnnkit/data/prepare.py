@@ -8,12 +8,15 @@ crop from. Knowing that final size before decoding lets large JPEGs decode at re
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from cnnkit.data.decode import DEFAULT_MAX_PIXELS, UndecodableImage, decode_file, fit_channels
@@ -30,9 +33,56 @@ def parallel_map(function: Callable[[Item], Result], items: Iterable[Item]) -> I
 
     Four also bounds memory: at most four images at the pixel budget are decoded at once.
     """
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(_decode_workers()) as pool:
         yield from pool.map(function, items)
+
+
+PROCESS_MAP_MIN_ITEMS = 1000
+"""Fewer items than this are decoded in threads: starting worker processes costs more than it saves."""
+
+
+def map_indices(function: Callable[[int], Result], count: int) -> Iterator[Result]:
+    """``function(i)`` for ``i`` in ``range(count)``, in order, in forked worker processes when there are many.
+
+    Decoding a small image is mostly Python that holds the GIL, so threads run it slower than one
+    thread does: 28 px MNIST PNGs took 670 us each in 4 threads, 300 in one and 177 in 2 processes
+    (2 cores). The workers are forked (Linux only), so ``function`` may be a closure; tensors come
+    back pickled as arrays rather than through shared-memory handles, one per image.
+    """
+    workers = _decode_workers()
+    forkable = sys.platform == "linux" and not multiprocessing.current_process().daemon
+    if count < PROCESS_MAP_MIN_ITEMS or workers < 2 or not forkable:
+        yield from parallel_map(function, range(count))
+        return
+    from torch.utils.data import DataLoader
+
+    calls = _IndexedCalls(function, count)
+    loader = DataLoader(calls, 64, num_workers=workers, collate_fn=_as_arrays, multiprocessing_context="fork")
+    for batch in loader:
+        yield from (torch.from_numpy(item) if isinstance(item, np.ndarray) else item for item in batch)
+
+
+def _decode_workers() -> int:
+    """Up to 4 (that bounds memory: at most four images at the pixel budget decode at once), one per usable core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+class _IndexedCalls:
+    """A map-style dataset whose item ``i`` is ``function(i)``, for :func:`map_indices`' DataLoader."""
+
+    def __init__(self, function: Callable[[int], object], count: int) -> None:
+        self.function, self.count = function, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> object:
+        return self.function(index)
+
+
+def _as_arrays(batch: list) -> list:
+    return [item.numpy() if isinstance(item, torch.Tensor) else item for item in batch]
 
 
 def stored_geometry(preprocessing: Preprocessing, for_training: bool = False) -> tuple[int, float]:

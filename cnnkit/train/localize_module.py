@@ -46,6 +46,7 @@ class LocalizerModule(ClassifierModule):
     """:class:`ClassifierModule` with a box output; keeps the best epoch by ``val_both`` then ``val_iou``."""
 
     monitor = "val_iou"
+    measures = ("loss", "accuracy", "iou", "iou50", "iou75", "both")
 
     def __init__(self, model, lr: float, *, box_loss: str = "l1_giou", box_loss_weight: float | None = None,
                  **options: Any) -> None:  # fmt: skip
@@ -62,8 +63,7 @@ class LocalizerModule(ClassifierModule):
         logits, boxes = self(images)
         class_loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights)
         loss = class_loss + self.box_loss_weight * box_loss(boxes, targets, self.box_loss_kind)
-        log = dict(on_step=False, on_epoch=True, batch_size=len(labels), logger=False)
-        self.log(f"{prefix}loss", loss, **log)
-        for name, value in box_scores(logits.detach(), boxes.detach(), labels, targets).items():
-            self.log(f"{prefix}{name}", value, prog_bar=name in ("accuracy", "iou"), **log)
+        self._record(
+            prefix, {"loss": loss, **box_scores(logits.detach(), boxes.detach(), labels, targets)}, len(labels)
+        )
         return loss

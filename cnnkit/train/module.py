@@ -21,6 +21,8 @@ class ClassifierModule(L.LightningModule):
     (measured: +5 points on flowers128 when fine-tuning EfficientNet-Lite0).
     """
 
+    measures: tuple[str, ...] = ("loss", "accuracy")  # what each step logs, and "val_" + each for validation
+
     monitor = "val_accuracy"  # what early stopping watches
 
     @staticmethod
@@ -41,6 +43,8 @@ class ClassifierModule(L.LightningModule):
         one_cycle: bool = False,
     ) -> None:
         super().__init__()
+        if channels_last:  # weights in the inputs' layout: convolutions then skip a conversion each (LeNet-5: 20%)
+            model.to(memory_format=torch.channels_last)
         self.model = model
         self.lr = lr
         self.weight_decay = weight_decay
@@ -52,7 +56,7 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         # Validation means over every rank's images: torchmetrics sums numerators and counts across ranks, where
         # Lightning's own mean reduction rounds the averaged count (wrong for unequal validation shares).
-        self.val_means = nn.ModuleDict({name: MeanMetric() for name in ("val_loss", "val_accuracy")})
+        self.val_means = nn.ModuleDict({f"val_{name}": MeanMetric() for name in self.measures})
 
     def train(self, mode: bool = True) -> ClassifierModule:
         super().train(mode)
@@ -73,14 +77,17 @@ class ClassifierModule(L.LightningModule):
         smoothing = self.label_smoothing if prefix == "" else 0.0  # validation reports the plain loss
         loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=smoothing)
         accuracy = (logits.argmax(1) == labels).float().mean()
-        # the recorder logs epochs; sync_dist: over all ranks of a data-parallel run (equal training shares)
-        log = dict(on_step=False, on_epoch=True, batch_size=len(labels), logger=False, sync_dist=True)
-        for name, value in ((f"{prefix}loss", loss), (f"{prefix}accuracy", accuracy)):
-            if name in self.val_means:
-                self.val_means[name].update(value.detach(), weight=len(labels))
-                value = self.val_means[name]
-            self.log(name, value, prog_bar=name.endswith("accuracy"), **log)
+        self._record(prefix, {"loss": loss, "accuracy": accuracy}, len(labels))
         return loss
+
+    def _record(self, prefix: str, values: dict[str, torch.Tensor], count: int) -> None:
+        """Log a training step's :attr:`measures` (Lightning averages them over the epoch), or add a validation
+        step's to :attr:`val_means`, logged once per epoch: logging each step was 3 s of an 8 s MNIST validation."""
+        for name, value in values.items():
+            if prefix:
+                self.val_means[prefix + name].update(value.detach(), weight=count)
+            else:  # sync_dist: over all ranks of a data-parallel run (equal training shares)
+                self.log(name, value, on_step=False, on_epoch=True, batch_size=count, logger=False, sync_dist=True)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "")
@@ -92,6 +99,9 @@ class ClassifierModule(L.LightningModule):
         self.train()  # Lightning leaves modules in whatever mode they are in; ours has frozen parts
 
     def on_validation_epoch_end(self) -> None:
+        for name, mean in self.val_means.items():  # compute() sums over ranks; sync_dist only averages equal values
+            self.log(name, mean.compute(), logger=False, sync_dist=True)
+            mean.reset()
         if not self.trainer.sanity_checking:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], logger=False, sync_dist=True)
 
