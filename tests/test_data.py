@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -180,6 +182,18 @@ def test_bad_files_are_skipped_with_one_warning_and_training_goes_on(tmp_path: P
     assert "left out 1 hidden file(s) or folder(s) (names starting with '.')" in run.facts.dataset_notes
     assert run.metrics["num_train"] + run.metrics["num_val"] == 36 + odd
     assert (run.path / "model.safetensors").is_file()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2, reason="worker processes need Linux and 2 cores"
+)
+def test_many_items_are_mapped_in_order_in_other_processes() -> None:
+    from cnnkit.data.prepare import PROCESS_MAP_MIN_ITEMS, map_indices
+
+    count = PROCESS_MAP_MIN_ITEMS + 7
+    results = list(map_indices(lambda i: (i, os.getpid()), count))
+    assert [i for i, _ in results] == list(range(count))
+    assert os.getpid() not in {pid for _, pid in results}
 
 
 @pytest.mark.parametrize("cache", ["ram", "off"])

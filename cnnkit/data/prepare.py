@@ -29,10 +29,7 @@ Result = TypeVar("Result")
 
 
 def parallel_map(function: Callable[[Item], Result], items: Iterable[Item]) -> Iterable[Result]:
-    """``map`` in up to 4 threads, in order: torchvision's and Pillow's decoders release the GIL.
-
-    Four also bounds memory: at most four images at the pixel budget are decoded at once.
-    """
+    """``map`` in :func:`_decode_workers` threads, in order: torchvision's and Pillow's decoders release the GIL."""
     with ThreadPoolExecutor(_decode_workers()) as pool:
         yield from pool.map(function, items)
 
