@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from cnnkit.data import SkippedFilesWarning, decode_file, decode_images, load_dataset, scan_folder
+from cnnkit.data import SkippedFilesWarning, decode_file, decode_images, decode_splits, load_dataset, scan_folder
 from cnnkit.data.datasets import DecodedImages, TensorImageDataset
 from cnnkit.data.transforms import (
     RandomAffineCrop,
@@ -216,6 +216,23 @@ def test_worker_processes_decode_what_threads_decode(tmp_path: Path, monkeypatch
         assert processes.sources == threads.sources and processes.reasons == threads.reasons
         assert torch.equal(processes.labels, threads.labels)
         assert all(torch.equal(processes.images[i], threads.images[i]) for i in range(len(threads.sources)))
+
+
+@pytest.mark.parametrize("cache", ["ram", "disk", "off"])
+def test_decoding_shows_progress_per_split_in_a_log(tmp_path: Path, monkeypatch, capfd, cache: str) -> None:
+    """Decoding a large dataset takes a while (MNIST: 13 s), so a log gets ``decoding train: done/total``."""
+    monkeypatch.setenv("CNNKIT_PROGRESS_INTERVAL", "0")
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    for label in ("a", "b"):
+        write_images(tmp_path / "data" / label, 12, size=(20, 20), seed=len(label) + ord(label))
+    dataset = load_dataset(tmp_path / "data", val_split=0.25, test_split=0.25)
+    decoded = decode_splits(dataset, Preprocessing(input_size=16), cache=cache, progress=True)
+    lines = capfd.readouterr().err.splitlines()
+    for split in ("train", "val", "test"):
+        count = len(getattr(decoded, split).labels)
+        assert any(line.startswith(f"decoding {split}: {count}/{count} images, ") for line in lines), lines
+    decode_splits(dataset, Preprocessing(input_size=16), cache=cache)
+    assert "decoding" not in capfd.readouterr().err
 
 
 def test_augmentation_presets() -> None:

@@ -188,7 +188,10 @@ def test_training_output_counts_epochs_from_one_and_fits_80_columns(tiny_shapes:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert re.fullmatch(r"found 30 images in 3 classes \(train 20 / val 5 / test 5\), on cpu, at 28 px", lines[0])
+    assert lines[0].startswith("decoding train: ")  # with the interval at 0, a line per image
+    assert re.search(r"^decoding train: 20/20 images, [\d.]+ images/s, ETA \d+:\d\d$", result.stderr, re.MULTILINE)
+    found = next(line for line in lines if not line.startswith("decoding "))
+    assert re.fullmatch(r"found 30 images in 3 classes \(train 20 / val 5 / test 5\), on cpu, at 28 px", found)
     epochs = [line for line in lines if re.match(r"epoch \d+/3  loss", line)]
     assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
     assert re.search(r"^epoch 1/3: 1/1 batches, [\d.]+ batches/s, ETA \d+:\d\d$", result.stderr, re.MULTILINE)
@@ -201,7 +204,7 @@ def test_training_output_counts_epochs_from_one_and_fits_80_columns(tiny_shapes:
 def test_plain_progress_line_comes_every_interval() -> None:
     from rich.console import Console
 
-    from cnnkit.train.progress import PlainProgress, tracked
+    from cnnkit.progress import PlainProgress, tracked
 
     console = Console(file=open(os.devnull, "w"), width=80)  # noqa: SIM115
     ticker = PlainProgress("caching", 100, "batches", console, interval=0.0)

@@ -91,7 +91,7 @@ def localize_run(boxes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A two-conv model trained from scratch on the synthetic boxes (registered only for this module)."""
     import cnnkit
     from cnnkit.models.config import Preprocessing
-    from cnnkit.models.registry import _REGISTRY, register_model
+    from cnnkit.models.registration import REGISTRY, register_model
 
     register_model("tiny_loc_test", preprocessing=Preprocessing(input_size=32), description="test only")(_tiny_cnn)
     try:
@@ -100,7 +100,7 @@ def localize_run(boxes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
             yield cnnkit.train(boxes_dir, model="tiny_loc_test", epochs=30, lr=3e-3, progress=False, batch_size=16,
                                out=tmp_path_factory.mktemp("runs") / "loc")  # fmt: skip
     finally:
-        _REGISTRY.pop("tiny_loc_test", None)
+        REGISTRY.pop("tiny_loc_test", None)
 
 
 @pytest.mark.parametrize("kind", ["l1_giou", "giou", "smooth_l1"])

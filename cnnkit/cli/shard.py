@@ -23,7 +23,7 @@ def shard(
     """Write the data once as WebDataset tar shards that 'cnnkit train OUT' streams with bounded memory."""
     TrainConfig(val_split=val_split, test_split=test_split, seed=seed)  # the same checks as 'cnnkit train'
     from cnnkit.data.shards import shard as write
-    from cnnkit.train.progress import tracked
+    from cnnkit.progress import tracked
 
     track = None if json_output else lambda items, total, step: tracked(items, total, step, unit="images")
     summary = write(data, out, shard_size, val_split=val_split, test_split=test_split, seed=seed, track=track)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Unpack
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from cnnkit.data.shards import ShardedImageList, ShardImages, decode_shards, is_
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, read_json, write_json
 from cnnkit.models.config import Preprocessing
+from cnnkit.progress import tracked
 
 
 class SkippedFilesWarning(UserWarning):
@@ -138,8 +139,9 @@ def decode_images(
     warn: bool = True,
     cache: str = "ram",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: str | None = None,
 ) -> DecodedImages:
-    """Decode, crop and resize every image of ``split`` once.
+    """Decode, crop and resize every image of ``split`` once; ``progress`` names the step shown while it runs.
 
     Evaluation images get the model's exact preprocessing; training images keep the full
     short-side square at :func:`training_store_size` for augmentation to crop from. Files that
@@ -166,16 +168,21 @@ def decode_images(
         except UndecodableImage as exc:
             return str(exc)
 
+    def each(function: Callable[[int], Any]) -> Iterable[Any]:
+        results = map_indices(function, len(split))
+        return results if progress is None else tracked(results, len(split), progress, unit="images")
+
     if cache == "disk":
-        settings = {"kind": "images", "version": 2, "shape": shape, "crop_pct": crop_pct, "max_pixels": max_pixels}
-        images, kept, failures = _decode_to_disk(split, {**settings, "preprocessing": preprocessing.to_dict()}, prepare)
+        settings = {"kind": "images", "version": 2, "shape": shape, "crop_pct": crop_pct, "max_pixels": max_pixels,
+                    "preprocessing": preprocessing.to_dict()}  # fmt: skip
+        images, kept, failures = _decode_to_disk(split, settings, each(prepare))
     elif cache == "off":  # each file is decoded once to find the unreadable ones, and its pixels let go
-        reasons = list(map_indices(lambda i: _failure(prepare(i)), len(split)))
+        reasons = list(each(lambda i: _failure(prepare(i))))
         failures = {split.sources[i]: why for i, why in enumerate(reasons) if why is not None}
         kept = [i for i, why in enumerate(reasons) if why is None]
         images = LazyImages(prepare, kept, shape)
     else:
-        prepared = list(map_indices(prepare, len(split)))
+        prepared = list(each(prepare))
         failures = {split.sources[i]: why for i, why in enumerate(prepared) if isinstance(why, str)}
         kept = [i for i, image in enumerate(prepared) if not isinstance(image, str)]
         images = torch.stack([prepared[i] for i in kept]) if kept else torch.empty(0, *shape, dtype=torch.uint8)
@@ -203,10 +210,13 @@ def _from_shards(
     return DecodedImages(images, labels, list(split.sources), [])
 
 
-def _decode_to_disk(split: ImageList, settings: dict, prepare) -> tuple[MemmapImages, list[int], dict[str, str]]:
+def _decode_to_disk(
+    split: ImageList, settings: dict, prepared: Iterable[torch.Tensor | str]
+) -> tuple[MemmapImages, list[int], dict[str, str]]:
     """Fill (or reuse) a memory-mapped uint8 file holding every image of the split.
 
-    The index beside it keeps which images are in it and why the others are not.
+    ``prepared`` is consumed only when the file is not there yet. The index beside it keeps which
+    images are in it and why the others are not.
     """
     key = cache_key(settings, split.sources)
     path, index_path = default_cache_dir() / f"images-{key}.npy", default_cache_dir() / f"images-{key}.json"
@@ -215,7 +225,7 @@ def _decode_to_disk(split: ImageList, settings: dict, prepare) -> tuple[MemmapIm
         with atomic_path(path) as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(split), *settings["shape"]))
             kept = []
-            for i, image in enumerate(map_indices(prepare, len(split))):
+            for i, image in enumerate(prepared):
                 if isinstance(image, str):
                     failures[split.sources[i]] = image
                 else:
@@ -250,6 +260,7 @@ def decode_splits(
     for_training: bool = False,
     cache: str = "ram",
     warn: bool = True,
+    progress: bool = False,
 ) -> DecodedSplits:
     """Decode train (as training images when ``for_training``), val and test, at the dataset's pixel budget.
 
@@ -257,12 +268,16 @@ def decode_splits(
     no readable training image, or a split with no image, is a :class:`CnnkitError` naming it.
     """
     common = dict(cache=cache, warn=False, max_pixels=dataset.max_pixels)
-    train = decode_images(dataset.train, preprocessing, for_training=for_training, **common)
+
+    def step(split: str) -> str | None:
+        return f"decoding {split}" if progress else None
+
+    train = decode_images(dataset.train, preprocessing, for_training=for_training, progress=step("train"), **common)
     crash_point("decoded")
     decoded = DecodedSplits(
         train,
-        decode_images(dataset.val, preprocessing, **common),
-        None if dataset.test is None else decode_images(dataset.test, preprocessing, **common),
+        decode_images(dataset.val, preprocessing, progress=step("val"), **common),
+        None if dataset.test is None else decode_images(dataset.test, preprocessing, progress=step("test"), **common),
     )
     if warn:
         warn_skipped(decoded.skipped)

@@ -29,7 +29,7 @@ _EXPORTS = {
     "linear_head": "cnnkit.models.classifier",
     "list_models": "cnnkit.models.registry",
     "mlp_head": "cnnkit.models.classifier",
-    "register_model": "cnnkit.models.registry",
+    "register_model": "cnnkit.models.registration",
     "set_batchnorm_eval": "cnnkit.models.classifier",
     "summarize": "cnnkit.models.summary",
 }

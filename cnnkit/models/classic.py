@@ -12,7 +12,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.blocks import SeparableConv2d
 from cnnkit.models.classifier import Classifier, linear_head
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 
 
 @register_model(

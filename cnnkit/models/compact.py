@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnkit.models.classifier import Classifier, linear_head
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 
 STAGE_WIDTHS = (64, 256, 256)  # airbench94's widths; ``width`` scales them
 SMALL_IMAGES = Preprocessing(input_size=32, mean=(0.491, 0.482, 0.447), std=(0.247, 0.243, 0.262))  # CIFAR-10's

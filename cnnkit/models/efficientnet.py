@@ -22,7 +22,7 @@ import torch
 from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 from cnnkit.models.wrapping import classifier_from_network
 
 # TF's reference evaluation crops (size / (size + 32)) of the short side, then resizes bicubically,

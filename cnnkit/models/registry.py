@@ -1,13 +1,12 @@
 """The model registry: ``create_model(name, ...)`` and ``list_models()``, in the spirit of timm.
 
-Builders register themselves with :func:`register_model`; each returns a
+Builders register themselves with :func:`~cnnkit.models.registration.register_model`; each returns a
 :class:`~cnnkit.models.classifier.Classifier` and carries a :class:`Preprocessing` record.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +14,8 @@ import torch
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import HEADS, Classifier, mlp_head
-from cnnkit.models.config import ModelInfo, Preprocessing
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-Builder = Callable[..., Classifier]
-
-
-def register_model(
-    name: str,
-    *,
-    preprocessing: Preprocessing,
-    description: str,
-    pretrained: str = "none",
-    family: str = "",
-    imagenet_top1: float | None = None,
-    reference_params: dict[str, Any] | None = None,
-    weights_found: Callable[[], str | None] | None = None,
-) -> Callable[[Builder], Builder]:
-    """Register ``builder(num_classes, pretrained, input_size, **kwargs) -> Classifier``."""
-
-    def decorator(builder: Builder) -> Builder:
-        _REGISTRY[name] = ModelInfo(
-            name=name,
-            builder=builder,
-            preprocessing=preprocessing,
-            description=description,
-            pretrained=pretrained,
-            family=family,
-            imagenet_top1=imagenet_top1,
-            reference_params=reference_params or {},
-            weights_found=weights_found,
-        )
-        return builder
-
-    return decorator
+from cnnkit.models.config import ModelInfo
+from cnnkit.models.registration import REGISTRY
 
 
 def _ensure_builtin_models_loaded() -> None:
@@ -58,7 +24,7 @@ def _ensure_builtin_models_loaded() -> None:
 
 def list_models() -> list[ModelInfo]:
     _ensure_builtin_models_loaded()
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    return [REGISTRY[name] for name in sorted(REGISTRY)]
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -68,11 +34,11 @@ def get_model_info(name: str) -> ModelInfo:
         from cnnkit.models.timm_zoo import timm_model_info
 
         return timm_model_info(name.removeprefix("timm:"))
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, list(REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise CnnkitError(f"unknown model {name!r}.{hint} Run 'cnnkit models' to list them.")
-    return _REGISTRY[name]
+    return REGISTRY[name]
 
 
 def create_model(

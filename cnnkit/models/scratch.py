@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnkit.models.classifier import Classifier, GlobalAvgPool2d, linear_head
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 
 
 def conv_relu(in_channels: int, out_channels: int, kernel_size: int = 3, padding: str | int = "same") -> nn.Sequential:

@@ -15,7 +15,7 @@ from timm.models import get_pretrained_cfg
 from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import ModelInfo, Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 from cnnkit.models.weights_cache import find_cached_weights, locate_weights
 from cnnkit.models.wrapping import classifier_from_network
 

@@ -16,7 +16,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.blocks import LocalResponseNorm
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 from cnnkit.models.weights_cache import find_cached_weights, locate_weights
 from cnnkit.models.wrapping import classifier_from_network
 

@@ -28,9 +28,9 @@ from torch.utils.data import Dataset
 from cnnkit.cache import cache_key
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import atomic_path
+from cnnkit.progress import tracked
 from cnnkit.runtime import autocast
 from cnnkit.train.distributed import Processes, current
-from cnnkit.train.progress import tracked
 
 SPILL_BYTES = 2 * 1024**3  # caches larger than this stay memory-mapped instead of being read into RAM
 

@@ -24,12 +24,10 @@ def box_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.
     """Mean over the batch of: GIoU loss on the corners; DETR's 5 L1 on the corners + 2 GIoU (l1_giou);
     or smooth L1 on (centre, sqrt size) as in the notes."""
     predicted, target = predicted.float(), target.float()
-    ordered = ordered_corners(predicted)
-    if kind == "giou":
-        return generalized_box_iou_loss(ordered, target, reduction="mean")
-    if kind == "l1_giou":
-        return 5 * F.l1_loss(predicted, target) + 2 * generalized_box_iou_loss(ordered, target, reduction="mean")
-    return F.smooth_l1_loss(parameters_from_boxes(predicted), parameters_from_boxes(target), beta=0.05)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(parameters_from_boxes(predicted), parameters_from_boxes(target), beta=0.05)
+    giou = generalized_box_iou_loss(ordered_corners(predicted), target, reduction="mean")
+    return giou if kind == "giou" else 5 * F.l1_loss(predicted, target) + 2 * giou
 
 
 def box_scores(logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> dict:

@@ -21,6 +21,7 @@ from typing import Any
 from cnnkit.config import TrainConfig
 from cnnkit.crashpoints import crash_point
 from cnnkit.fileio import write_json
+from cnnkit.progress import progress_console
 from cnnkit.run import CURVES, METRICS, Run, load_run, release_run_dir
 from cnnkit.runtime import keep_freed_memory
 from cnnkit.train.callbacks import RunProgress, own_state, set_rng_state
@@ -29,7 +30,7 @@ from cnnkit.train.localize import plan_localize_stages, score_localization
 from cnnkit.train.module import freeze
 from cnnkit.train.opening import OpenedRun, checkpoint_path, open_run
 from cnnkit.train.prepare import Prepared, prepare
-from cnnkit.train.progress import progress_console, start_line
+from cnnkit.train.progress import start_line
 from cnnkit.train.ranks import is_main_process
 from cnnkit.train.stages import Stage, build_feature_cache, fit_stage, plan_stages
 
@@ -92,7 +93,7 @@ def _train_here(opened: OpenedRun, progress: bool, callbacks: Sequence[Any]) -> 
     """The whole run in this process, which may be one rank of several."""
     _quiet_lightning()  # again in a spawned process
     progress = progress and current().main
-    prep = prepare(opened.config, opened.run_dir, opened.stored_facts, opened.dataset)
+    prep = prepare(opened.config, opened.run_dir, opened.stored_facts, opened.dataset, progress)
     current().vary_augmentation(opened.config.seed)
     if progress:
         _say_what_was_found(prep)
