@@ -218,17 +218,27 @@ def test_worker_processes_decode_what_threads_decode(tmp_path: Path, monkeypatch
         assert all(torch.equal(processes.images[i], threads.images[i]) for i in range(len(threads.sources)))
 
 
-@pytest.mark.parametrize("cache", ["ram", "disk", "off"])
+@pytest.mark.parametrize("cache", ["ram", "disk", "off", "shards"])
 def test_decoding_shows_progress_per_split_in_a_log(tmp_path: Path, monkeypatch, capfd, cache: str) -> None:
-    """Decoding a large dataset takes a while (MNIST: 13 s), so a log gets ``decoding train: done/total``."""
+    """Decoding a large dataset takes a while (MNIST: 13 s), so a log gets ``decoding train: done/total``.
+
+    From shards, only val and test are decoded up front (train streams each epoch)."""
     monkeypatch.setenv("CNNKIT_PROGRESS_INTERVAL", "0")
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
     for label in ("a", "b"):
         write_images(tmp_path / "data" / label, 12, size=(20, 20), seed=len(label) + ord(label))
     dataset = load_dataset(tmp_path / "data", val_split=0.25, test_split=0.25)
+    from_shards = cache == "shards"
+    if from_shards:
+        from cnnkit.data.shards import shard
+
+        shard(tmp_path / "data", tmp_path / "shards", val_split=0.25, test_split=0.25)
+        dataset, cache = load_dataset(tmp_path / "shards"), "ram"
     decoded = decode_splits(dataset, Preprocessing(input_size=16), cache=cache, progress=True)
     lines = capfd.readouterr().err.splitlines()
-    for split in ("train", "val", "test"):
+    if from_shards:
+        assert not any(line.startswith("decoding train") for line in lines), lines
+    for split in ("val", "test") if from_shards else ("train", "val", "test"):
         count = len(getattr(decoded, split).labels)
         assert any(line.startswith(f"decoding {split}: {count}/{count} images, ") for line in lines), lines
     decode_splits(dataset, Preprocessing(input_size=16), cache=cache)

@@ -157,7 +157,7 @@ def decode_images(
     size, crop_pct = stored_geometry(preprocessing, for_training)
     shape = (preprocessing.channels, size, size)
     if isinstance(split, ShardedImageList):
-        return _from_shards(split, preprocessing, for_training, max_pixels, shape)
+        return _from_shards(split, preprocessing, for_training, max_pixels, shape, progress)
 
     def prepare(index: int) -> torch.Tensor | str:
         """The stored image, or why the file cannot give one."""
@@ -198,15 +198,16 @@ def _failure(prepared: torch.Tensor | str) -> str | None:
 
 
 def _from_shards(
-    split: ShardedImageList, preprocessing: Preprocessing, for_training: bool, max_pixels: int, shape: tuple
-) -> DecodedImages:
+    split: ShardedImageList, preprocessing: Preprocessing, for_training: bool, max_pixels: int, shape: tuple,
+    progress: str | None,
+) -> DecodedImages:  # fmt: skip
     """A split of a shard folder: streamed each epoch (train), or decoded once into memory; every sample was
     checked when the shards were written."""
     labels = torch.tensor(split.labels, dtype=torch.long)
     if split.stream:
         images = ShardImages(split, preprocessing, for_training, max_pixels, shape)
     else:
-        images = decode_shards(split, preprocessing, for_training, max_pixels)
+        images = decode_shards(split, preprocessing, for_training, max_pixels, progress)
     return DecodedImages(images, labels, list(split.sources), [])
 
 

@@ -36,6 +36,7 @@ from cnnkit.data.prepare import parallel_map, prepare_decoded
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import read_json, write_json
 from cnnkit.models.config import Preprocessing
+from cnnkit.progress import tracked
 
 Track = Callable[[Iterable[Any], int, str], Iterable[Any]]
 MANIFEST = "shards.json"
@@ -233,10 +234,15 @@ def _samples(shards: list[str]) -> Iterator[tuple[bytes, int]]:
 
 
 def decode_shards(
-    split: ShardedImageList, preprocessing: Preprocessing, for_training: bool, max_pixels: int
-) -> torch.Tensor:
-    """Every image of a (validation or test) split, prepared, as one uint8 tensor."""
-    return torch.stack([_prepared(data, preprocessing, for_training, max_pixels) for data, _ in _samples(split.shards)])
+    split: ShardedImageList, preprocessing: Preprocessing, for_training: bool, max_pixels: int,
+    progress: str | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Every image of a (validation or test) split, prepared, as one uint8 tensor; ``progress`` names the
+    step shown while it runs."""
+    samples = _samples(split.shards)
+    if progress is not None:
+        samples = tracked(samples, len(split.labels), progress, unit="images")
+    return torch.stack([_prepared(data, preprocessing, for_training, max_pixels) for data, _ in samples])
 
 
 def _prepared(data: bytes, preprocessing: Preprocessing, for_training: bool, max_pixels: int) -> torch.Tensor:
