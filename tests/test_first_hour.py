@@ -201,6 +201,16 @@ def test_training_output_counts_epochs_from_one_and_fits_80_columns(tiny_shapes:
     assert f"(epoch {best}, stage train)" in result.stdout and 1 <= best <= 3
 
 
+def test_a_bad_progress_interval_is_one_line_naming_the_variable(tiny_shapes: Path, tmp_path: Path) -> None:
+    """Decoding reads the interval first now, so a bad value must still stop with one line, not a traceback."""
+    result = cnnkit("train", str(tiny_shapes), "--model", "lenet5", "--epochs", "1", "--out", str(tmp_path / "run"),
+                    CNNKIT_PROGRESS_INTERVAL="soon")  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: CNNKIT_PROGRESS_INTERVAL must be a number of seconds, not 'soon'"
+    ), result.stderr
+
+
 def test_plain_progress_line_comes_every_interval() -> None:
     from rich.console import Console
 
