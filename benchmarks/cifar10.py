@@ -2,13 +2,15 @@
 
 The 50,000 training images (``cifar10-train-jpeg.tar``) are extracted to a temporary folder; a
 seeded, stratified 20% (10,000 images) is held out as the test split and 2% as validation, so the
-network trains on 39,000. Recipe: ``compact_resnet_s`` (the half-width compact net: the full width
-costs about 13 ms per training image on two AVX2 cores, 8 minutes an epoch; with AVX-512 bf16 it
-takes 2 minutes, and ``--model compact_resnet`` is the better choice there) at the images' own size,
-one-cycle learning rate, label smoothing 0.2, whole-pixel shifts and flips, flip TTA on the test
-split. Target: >= 90% test accuracy in under 30 minutes on the 2-core CPU machine.
+network trains on 39,000. Recipe: ``compact_resnet`` at the images' own size, one-cycle learning
+rate, label smoothing 0.2, whole-pixel shifts (2 px) and flips, and six-view TTA (``shift_flip``)
+on the test split, timed as part of the run; the test split is also scored without TTA and with
+``flip`` afterwards, untimed. On two AVX-512 bf16 cores an epoch takes about 2 minutes; on two
+AVX2-only cores ``compact_resnet`` takes 8 minutes an epoch, and ``--model compact_resnet_s`` (the
+half-width net, a quarter of the compute) is the one that fits there.
+Target: >= 90% test accuracy in under 30 minutes on the 2-core CPU machine.
 
-Usage: python -m benchmarks.cifar10 [--model compact_resnet_s] [--epochs 10] [--batch-size 256] [--lr 0.004]
+Usage: python -m benchmarks.cifar10 [--model compact_resnet] [--epochs 13] [--batch-size 256] [--lr 0.004]
 [--limit N]
 (``--limit`` keeps N images per class, to check that the script runs.)
 """
@@ -46,8 +48,8 @@ def extract(tar_path: Path, into: Path, per_class: int | None) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="compact_resnet_s")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", default="compact_resnet")
+    parser.add_argument("--epochs", type=int, default=13)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--limit", type=int, default=None)
@@ -59,11 +61,14 @@ def main() -> int:
         extracted = time.perf_counter() - started
         run = cnnkit.train(
             data, model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=5e-4, schedule="one_cycle", label_smoothing=0.2, augment="shift_flip", test_tta="flip",
+            weight_decay=5e-4, schedule="one_cycle", label_smoothing=0.2, augment="shift_flip", test_tta="shift_flip",
             val_split=0.02, test_split=0.2, patience=args.epochs, dropout=0.0, progress=True, out=tmp / "run",
         )  # fmt: skip
         seconds = time.perf_counter() - started
         history = run.history
+        untimed = {
+            tta: cnnkit.evaluate(run.path, split="test", tta=tta, save=False).accuracy for tta in ("none", "flip")
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     train_images = run.metrics["num_train"]
@@ -74,12 +79,13 @@ def main() -> int:
     row = {
         "model": args.model, "train_images": train_images, "test_images": run.metrics.get("num_test"),
         "input_px": run.preprocessing.input_size, "epochs": len(history),
-        "test_accuracy_flip_tta": run.metrics["test_accuracy"], "val_accuracy": run.metrics["val_accuracy"],
+        "test_accuracy_shift_flip_tta": run.metrics["test_accuracy"], "test_accuracy_flip_tta": untimed["flip"],
+        "test_accuracy_no_tta": untimed["none"], "val_accuracy": run.metrics["val_accuracy"],
         "images_per_s": round(train_images * len(history) / sum(r["seconds"] for r in history), 1),
         "extract_s": round(extracted, 1), "total_s": round(seconds, 1),
     }  # fmt: skip
     targets = {
-        f"test accuracy >= {TARGET_ACCURACY:.0%}": row["test_accuracy_flip_tta"] >= TARGET_ACCURACY,
+        f"test accuracy >= {TARGET_ACCURACY:.0%}": row["test_accuracy_shift_flip_tta"] >= TARGET_ACCURACY,
         f"total under {TARGET_SECONDS // 60} minutes": seconds < TARGET_SECONDS,
     }
     return 0 if report("cifar10", "CIFAR-10 from scratch at 32 px", [row], targets) else 1

@@ -86,6 +86,7 @@ class Strategy(StrEnum):
 class Tta(StrEnum):
     none = "none"
     flip = "flip"
+    shift_flip = "shift_flip"
 
 
 def _option(default: Any, help: str, **limits: Any) -> Any:
@@ -116,7 +117,7 @@ class TrainConfig:
     head: Head = _option(Head.linear, "linear (dropout + dense) or mlp (dense 128 + ReLU + dropout + dense).")
     augment: Augment = _option(
         Augment.auto, "Augmentation preset; auto = standard for colour, light for grayscale; shift_flip = shifts of "
-        "up to 1/8 of the side and flips (small images).",
+        "up to 1/16 of the side and flips (small images).",
     )  # fmt: skip
     pretrained: bool | None = _option(None, "Start from ImageNet weights (default: when they are available offline).")
     weights: str | None = _option(
@@ -131,7 +132,10 @@ class TrainConfig:
         0.0, "Label smoothing of the cross-entropy loss (0.1-0.2 helps short from-scratch runs).", low=0.0, high=1.0,
         open_high=True,
     )  # fmt: skip
-    test_tta: Tta = _option(Tta.none, "Test-time augmentation of the test score at the end of training: none or flip.")
+    test_tta: Tta = _option(
+        Tta.none,
+        "Test-time augmentation of the test score at the end of training: none, flip, or shift_flip (6 views).",
+    )
     dropout: float | None = _option(None, "Dropout before the last dense layer.", low=0.0, high=1.0, open_high=True)
     weight_decay: float = _option(0.0, "L2 penalty through Adam's weight decay.", low=0.0, high=1.0)
     class_weight: ClassWeight = _option(ClassWeight.none, "none, or auto: weigh the loss by inverse class frequency.")

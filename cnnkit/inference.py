@@ -15,7 +15,8 @@ from cnnkit.data.boxes import image_size, pixel_box
 from cnnkit.data.folders import expand_image_paths
 from cnnkit.data.prepare import prepare_images
 from cnnkit.errors import CnnkitError
-from cnnkit.predictor import ImagePredictor, Predictor, check_tta, open_subject
+from cnnkit.predictor import ImagePredictor, Predictor, open_subject
+from cnnkit.tta import check_tta
 
 
 def open_predictor(

@@ -15,16 +15,13 @@ from typing import Protocol
 
 import torch
 
-from cnnkit.config import Tta
 from cnnkit.data.decode import UndecodableImage, decode_file
 from cnnkit.data.transforms import center_crop_resize, eval_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.classifier import Classifier
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.localizer import mirror_boxes
 from cnnkit.runtime import autocast, inference_batch_size, keep_freed_memory, pick_device, resolve_precision
-
-TTA_MODES = tuple(mode.value for mode in Tta)
+from cnnkit.tta import averaged_views, check_tta
 
 
 class ImagePredictor(Protocol):
@@ -40,11 +37,6 @@ class ImagePredictor(Protocol):
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Decode and prepare image files for this predictor."""
         ...
-
-
-def check_tta(tta: str) -> None:
-    if tta not in TTA_MODES:
-        raise CnnkitError(f"--tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
 
 
 def prepare_image(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
@@ -101,7 +93,8 @@ class Predictor:
         return isinstance(getattr(self.model, "box_head", None), torch.nn.Module)
 
     def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
-        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors.
+        """Class probabilities for prepared uint8 images (N, C, H, W), averaged over ``tta``'s views
+        (:mod:`cnnkit.tta`: ``flip`` adds the mirror image, ``shift_flip`` one-pixel shifts of both too).
 
         ``batch_size`` defaults to :func:`~cnnkit.runtime.inference_batch_size` for the device.
         """
@@ -111,7 +104,7 @@ class Predictor:
         self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities (N, K), boxes (N, 4) as corners in [0, 1] of the image) from a localization model;
-        ``tta='flip'`` also averages each box with its mirror image's box, mirrored back."""
+        with ``tta``, each view's box is mapped back to the image (unmirrored, unshifted) before averaging."""
         if not self.localizes:
             raise CnnkitError("this model predicts classes only; train with --task localize for boxes")
         return self._outputs(images, batch_size, tta)  # type: ignore[return-value]
@@ -126,13 +119,8 @@ class Predictor:
         probabilities, boxes = [torch.empty(0, len(self.classes))], [torch.empty(0, 4)]
         for start in range(0, len(images), batch_size):
             batch = normalize(images[start : start + batch_size]).to(self.device)
-            batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                probs, box = self._run(batch)
-                if tta == "flip":
-                    mirrored_probs, mirrored_box = self._run(batch.flip(-1))
-                    probs = (probs + mirrored_probs) / 2
-                    box = None if box is None else (box + mirror_boxes(mirrored_box)) / 2
+                probs, box = averaged_views(self._run, batch, tta)
             probabilities.append(probs.cpu())
             if box is not None:
                 boxes.append(box.cpu())
@@ -140,7 +128,7 @@ class Predictor:
 
     def _run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(probabilities, boxes or None) of one normalized batch."""
-        outputs = self.model(batch)
+        outputs = self.model(batch.contiguous(memory_format=torch.channels_last))
         logits, boxes = outputs if isinstance(outputs, tuple) else (outputs, None)
         return (logits.float() / self.temperature).softmax(1), None if boxes is None else boxes.float()
 

@@ -151,13 +151,18 @@ def test_a_reloaded_run_predicts_the_same_boxes_in_pixels(localize_run, boxes_di
     assert 0 <= pixels[0] < pixels[2] <= 40 and 0 <= pixels[1] < pixels[3] <= 40
 
 
-def _reference_boxes(run, paths: list[Path]) -> torch.Tensor:
-    """The reloaded run's boxes for image files, in [0, 1], computed by hand from the predictor."""
+def _reference_predictor(run):
+    """The reloaded run's PyTorch predictor in fp32, the reference exported engines are held to."""
     from cnnkit.predictor import Predictor
     from cnnkit.run import load_run
 
     loaded = load_run(run.path)
-    predictor = Predictor.create(loaded.load_model(), loaded.classes, device="cpu", precision="fp32")
+    return Predictor.create(loaded.load_model(), loaded.classes, device="cpu", precision="fp32")
+
+
+def _reference_boxes(run, paths: list[Path]) -> torch.Tensor:
+    """The reloaded run's boxes for image files, in [0, 1], computed by hand from the predictor."""
+    predictor = _reference_predictor(run)
     return predictor.localize(predictor.load_images(paths))[1]
 
 
@@ -221,6 +226,12 @@ def test_export_checks_the_boxes_against_pytorch(localize_run, boxes_dir, tmp_pa
     onnx = OnnxPredictor.load(result.path)
     _, boxes = onnx.localize(onnx.load_images(photos))
     assert torch.allclose(boxes, _reference_boxes(localize_run, photos), atol=1e-4)
+    shifted_probabilities, shifted_boxes = onnx.localize(onnx.load_images(photos), tta="shift_flip")
+    reference_probabilities, reference_boxes = _reference_predictor(localize_run).localize(
+        onnx.load_images(photos), tta="shift_flip"
+    )
+    assert torch.allclose(shifted_boxes, reference_boxes, atol=1e-4)
+    assert torch.allclose(shifted_probabilities, reference_probabilities, atol=1e-4)
     scripted = cnnkit.export(localize_run.path, "torchscript", out=tmp_path / "loc.torchscript.pt")
     assert scripted.passed and scripted.card["checks"]["max_abs_box_diff"] <= 1e-4
     with pytest.raises(CnnkitError, match="ONNX or TorchScript"):

@@ -65,7 +65,11 @@ def evaluate(
         ),
     ] = None,
     tta: Annotated[
-        Tta, typer.Option(help="Test-time augmentation: flip averages each image with its mirror.")
+        Tta,
+        typer.Option(
+            help="Test-time augmentation: flip averages each image with its mirror; shift_flip adds both "
+            "shifted by a pixel per 32 of width, both ways (6 views)."
+        ),
     ] = Tta.none,
     calibrate: Annotated[
         bool, typer.Option("--calibrate", help="First fit a temperature on the validation split; predict applies it.")

@@ -24,9 +24,9 @@ from torch import nn
 from cnnkit.data.transforms import eval_transform
 from cnnkit.errors import CnnkitError
 from cnnkit.models.config import Preprocessing
-from cnnkit.models.localizer import mirror_boxes
-from cnnkit.predictor import check_tta, load_images
+from cnnkit.predictor import load_images
 from cnnkit.runtime import inference_batch_size
+from cnnkit.tta import averaged_views, check_tta
 
 INPUT_KINDS = ("normalized", "raw", "unit")
 
@@ -110,7 +110,7 @@ class ExportedPredictor(ABC):
         """Whether the model also outputs a box per image (an exported localization run)."""
 
     def probabilities(self, images: torch.Tensor, batch_size: int | None = None, tta: str = "none") -> torch.Tensor:
-        """Class probabilities for prepared uint8 images (N, C, H, W); ``tta='flip'`` averages with mirrors."""
+        """Class probabilities for prepared uint8 images (N, C, H, W), averaged over ``tta``'s views."""
         return self._outputs(images, batch_size, tta)[0]
 
     def localize(
@@ -129,16 +129,15 @@ class ExportedPredictor(ABC):
         probabilities, boxes = [torch.empty(0, len(self.classes))], [torch.empty(0, 4)]
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            probs, *box = self.run_outputs(model_input(batch, self.preprocessing, self.input_kind))
-            if tta == "flip":
-                mirrored, *mirrored_box = self.run_outputs(
-                    model_input(batch.flip(-1), self.preprocessing, self.input_kind)
-                )
-                probs = (probs + mirrored) / 2
-                box = [(box[0] + mirror_boxes(mirrored_box[0])) / 2] if box else box
+            probs, box = averaged_views(self._probabilities_and_boxes, batch, tta)
             probabilities.append(renormalized(probs))
-            boxes.extend(box)
+            boxes.extend([] if box is None else [box])
         return torch.cat(probabilities), torch.cat(boxes) if self.localizes else None
+
+    def _probabilities_and_boxes(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One prepared uint8 batch through the engine: (probabilities, boxes or None)."""
+        probs, *box = self.run_outputs(model_input(batch, self.preprocessing, self.input_kind))
+        return probs, box[0] if box else None
 
     def load_images(self, paths: Sequence[str | Path]) -> torch.Tensor:
         return load_images(paths, self.preprocessing)
