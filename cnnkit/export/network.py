@@ -131,7 +131,8 @@ class ExportedPredictor(ABC):
             batch = images[start : start + batch_size]
             probs, box = averaged_views(self._probabilities_and_boxes, batch, tta)
             probabilities.append(renormalized(probs))
-            boxes.extend([] if box is None else [box])
+            if box is not None:
+                boxes.append(box)
         return torch.cat(probabilities), torch.cat(boxes) if self.localizes else None
 
     def _probabilities_and_boxes(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
