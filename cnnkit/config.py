@@ -33,6 +33,11 @@ class Schedule(StrEnum):
     one_cycle = "one_cycle"
 
 
+class Optimizer(StrEnum):
+    adam = "adam"
+    sgd = "sgd"
+
+
 class Head(StrEnum):
     linear = "linear"
     mlp = "mlp"
@@ -109,7 +114,11 @@ class TrainConfig:
     )
     image_size: int | None = _option(None, "Input size in pixels; default: the model's own.", low=8, high=4096)
     batch_size: int = _option(32, "Images per training batch.", low=1, high=65536)
-    lr: float = _option(1e-3, "Learning rate (Adam) of the first stage.", low=0.0, high=10.0, open_low=True)
+    lr: float = _option(1e-3, "Learning rate of the first stage.", low=0.0, high=10.0, open_low=True)
+    optimizer: Optimizer = _option(
+        Optimizer.adam, "adam, or sgd (Nesterov momentum 0.9: with --weight-decay and one_cycle, the classic "
+        "recipe for small from-scratch residual nets; its --lr is about 50x Adam's).",
+    )  # fmt: skip
     fine_tune_lr_factor: float = _option(
         0.3, "Fine-tuning learning rate as a fraction of --lr.", low=0.0, open_low=True
     )
@@ -137,7 +146,7 @@ class TrainConfig:
         "Test-time augmentation of the test score at the end of training: none, flip, or shift_flip (6 views).",
     )
     dropout: float | None = _option(None, "Dropout before the last dense layer.", low=0.0, high=1.0, open_high=True)
-    weight_decay: float = _option(0.0, "L2 penalty through Adam's weight decay.", low=0.0, high=1.0)
+    weight_decay: float = _option(0.0, "L2 penalty through the optimizer's weight decay.", low=0.0, high=1.0)
     class_weight: ClassWeight = _option(ClassWeight.none, "none, or auto: weigh the loss by inverse class frequency.")
     sampler: Sampler = _option(Sampler.shuffle, "shuffle, or balanced: oversample the small classes.")
     feature_cache: bool = _option(True, "Train pretrained models on cached outputs of their frozen layers.")

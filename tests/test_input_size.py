@@ -109,14 +109,15 @@ def test_fast_small_image_recipe_learns_shapes(small_images: Path, tmp_path: Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = cnnkit.train(
-            small_images, model="compact_resnet", epochs=8, patience=8, batch_size=16, lr=4e-3,
-            schedule="one_cycle", label_smoothing=0.2, augment="shift_flip", test_tta="flip", progress=False,
-            out=tmp_path / "run",
+            small_images, model="compact_resnet", epochs=8, patience=8, batch_size=16, optimizer="sgd", lr=0.1,
+            weight_decay=5e-4, schedule="one_cycle", label_smoothing=0.2, augment="shift_flip", test_tta="flip",
+            progress=False, out=tmp_path / "run",
         )  # fmt: skip
     rates = [row["lr"] for row in run.history]
     peak = rates.index(max(rates))
     assert 0 < peak < len(rates) - 1 and rates[-1] < rates[peak] / 10  # warmed up, then annealed
     assert run.metrics["test_tta"] == "flip"
+    assert run.config.optimizer == "sgd"
     assert run.metrics["val_accuracy"] >= 0.8
     with Image.open(next((small_images / "square").glob("*.png"))) as image:
         assert image.size == (32, 32)

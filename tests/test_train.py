@@ -98,7 +98,8 @@ def test_existing_output_folder_is_never_overwritten(digits_run) -> None:
     ("option", "value"),
     [("epochs", -1), ("batch_size", 0), ("lr", 0.0), ("sampler", "random"), ("class_weight", "balanced"),
      ("unfreeze", "top:x"), ("image_cache", "gpu"), ("head", "deep"), ("schedule", "cosine"),
-     ("label_smoothing", 1.0), ("test_tta", "rotate"), ("augment", "mixup")],
+     ("label_smoothing", 1.0), ("test_tta", "rotate"), ("augment", "mixup"),
+     ("optimizer", "rmsprop")],
 )  # fmt: skip
 def test_bad_hyperparameters_are_one_line_errors(option: str, value, tmp_path: Path) -> None:
     with pytest.raises(CnnkitError, match=option.replace("_", "-")):

@@ -2,9 +2,10 @@
 
 The layout follows what the fast CIFAR-10 training work (DAWNBench's ResNet-9, airbench) found
 pays off: few layers, wide maps, pooling right after each stage's first convolution so the
-residual convolutions run at a quarter of the pixels, BatchNorm + GELU, and global max-pooling.
-It trains at the images' own size (32 px) and is meant for the ``one_cycle`` schedule with label
-smoothing, ``shift_flip`` augmentation and flip TTA (see ``cnnkit train --help``).
+residual convolutions run at a quarter of the pixels, BatchNorm + GELU, global max-pooling, and
+pooled features scaled by 1/8 so the head starts with small logits and SGD's high learning rate does
+not swamp it. It trains at the images' own size (32 px) and is meant for Nesterov SGD with the
+``one_cycle`` schedule, label smoothing, ``shift_flip`` augmentation and TTA (see ``cnnkit train --help``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cnnkit.models.config import Preprocessing
 from cnnkit.models.registration import register_model
 
 STAGE_WIDTHS = (64, 256, 256)  # airbench94's widths; ``width`` scales them
+FEATURE_SCALE = 1 / 8  # ResNet-9's logit scaling, applied before the head so a replaced head keeps it
 SMALL_IMAGES = Preprocessing(input_size=32, mean=(0.491, 0.482, 0.447), std=(0.247, 0.243, 0.262))  # CIFAR-10's
 
 
@@ -24,6 +26,18 @@ def conv_bn_gelu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.GELU()
     )
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
 
 
 class CompactStage(nn.Module):
@@ -62,7 +76,7 @@ def compact_resnet(
     for out_channels in widths:
         layers.append(CompactStage(in_channels, out_channels))
         in_channels = out_channels
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), Scale(FEATURE_SCALE)]
     return Classifier(nn.Sequential(*layers), linear_head(in_channels, num_classes, dropout), in_channels)
 
 

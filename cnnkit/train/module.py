@@ -14,7 +14,8 @@ from cnnkit.models.classifier import Classifier, feature_blocks, set_batchnorm_e
 
 
 class ClassifierModule(L.LightningModule):
-    """Cross-entropy training with Adam and ReduceLROnPlateau; every metric goes through ``self.log``.
+    """Cross-entropy training with Adam (or Nesterov SGD) and a plateau or one-cycle schedule; every metric goes
+    through ``self.log``.
 
     ``frozen_batchnorm`` keeps the BatchNorm layers of ``model.features`` in inference mode even
     while training: for a pretrained base this is both faster and more accurate on small data
@@ -41,6 +42,7 @@ class ClassifierModule(L.LightningModule):
         plateau_patience: int = 2,
         label_smoothing: float = 0.0,
         one_cycle: bool = False,
+        optimizer: str = "adam",
     ) -> None:
         super().__init__()
         if channels_last:  # weights in the inputs' layout: convolutions then skip a conversion each (LeNet-5: 20%)
@@ -50,6 +52,7 @@ class ClassifierModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.one_cycle = one_cycle
+        self.optimizer = optimizer
         self.frozen_batchnorm = frozen_batchnorm
         self.channels_last = channels_last
         self.plateau_patience = plateau_patience
@@ -118,7 +121,10 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.one_cycle:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25)

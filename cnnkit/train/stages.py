@@ -110,7 +110,8 @@ def fit_stage(
     module = stage.module_class(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
         frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.config.label_smoothing,
-        one_cycle=prep.config.schedule == Schedule.one_cycle, **stage.module_options,
+        one_cycle=prep.config.schedule == Schedule.one_cycle, optimizer=prep.config.optimizer,
+        **stage.module_options,
     )  # fmt: skip
     recorder = RunRecorder(
         prep.run_dir, prep.network, progress, stage.name, loaders.generators, reset_early_stopping=extend
