@@ -117,7 +117,7 @@ class TrainConfig:
     lr: float = _option(1e-3, "Learning rate of the first stage.", low=0.0, high=10.0, open_low=True)
     optimizer: Optimizer = _option(
         Optimizer.adam, "adam, or sgd (Nesterov momentum 0.9: with --weight-decay and one_cycle, the classic "
-        "recipe for small from-scratch residual nets; its --lr is about 50x Adam's).",
+        "recipe for small from-scratch residual nets; its --lr is about 100x Adam's).",
     )  # fmt: skip
     fine_tune_lr_factor: float = _option(
         0.3, "Fine-tuning learning rate as a fraction of --lr.", low=0.0, open_low=True
