@@ -29,6 +29,8 @@ def conv_bn_gelu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class Scale(nn.Module):
+    """Multiplies by a constant: a layer rather than a head option, so it shows in the summary and survives export."""
+
     def __init__(self, factor: float) -> None:
         super().__init__()
         self.factor = factor
