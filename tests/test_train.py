@@ -13,7 +13,9 @@ import cnnkit
 from cnnkit.data import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.fileio import atomic_path, write_json
+from cnnkit.models import create_model
 from cnnkit.run import HISTORY_COLUMNS, load_run
+from cnnkit.train.module import ClassifierModule
 from tests.conftest import shared_dataset
 
 
@@ -115,3 +117,11 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     assert target.read_text().strip().startswith('{\n  "accuracy": 0.9')
     assert list(tmp_path.iterdir()) == [target]
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(("name", "optimizer_class"), [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_the_optimizer_option_picks_the_optimizer_that_steps(name: str, optimizer_class: type) -> None:
+    module = ClassifierModule(create_model("compact_resnet_s", num_classes=3), lr=0.1, optimizer=name)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert type(optimizer) is optimizer_class
+    assert optimizer.defaults.get("nesterov", True) and optimizer.defaults.get("momentum", 0.9) == 0.9
