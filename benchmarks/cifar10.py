@@ -11,7 +11,7 @@ epoch takes about 2 minutes; on two AVX2-only cores ``compact_resnet`` takes 8 m
 there.
 Target: >= 90% test accuracy in under 30 minutes on the 2-core CPU machine.
 
-Usage: python -m benchmarks.cifar10 [--model compact_resnet] [--epochs 14] [--batch-size 256]
+Usage: python -m benchmarks.cifar10 [--model compact_resnet] [--epochs 16] [--batch-size 256]
 [--optimizer sgd] [--lr 0.4] [--weight-decay 5e-4] [--limit N]
 (``--limit`` keeps N images per class, to check that the script runs.)
 """
@@ -50,7 +50,7 @@ def extract(tar_path: Path, into: Path, per_class: int | None) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="compact_resnet")
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--lr", type=float, default=0.4)

@@ -121,3 +121,26 @@ def test_fast_small_image_recipe_learns_shapes(small_images: Path, tmp_path: Pat
     assert run.metrics["val_accuracy"] >= 0.8
     with Image.open(next((small_images / "square").glob("*.png"))) as image:
         assert image.size == (32, 32)
+
+
+def test_patch_whitening_decorrelates_the_first_training_batch_and_keeps_its_filters() -> None:
+    from cnnkit.models.compact import PatchWhitening
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.randn(64, 3, 8, 8), size=32, mode="bilinear")  # correlated pixels
+    images = smooth + 0.5 * smooth.mean(dim=1, keepdim=True) + 0.1 * torch.randn(64, 3, 32, 32)  # and channels
+    layer = PatchWhitening()
+    layer.eval()
+    layer(images)
+    assert not layer.fitted  # evaluation never fits
+    layer.train()
+    layer(images)
+    assert layer.fitted and not layer.conv.weight.requires_grad
+    responses = (layer(images) - layer.conv.bias[:, None, None])[:, :12].permute(1, 0, 2, 3).flatten(1)
+    covariance = responses @ responses.T / responses.shape[1]
+    assert torch.allclose(covariance, torch.eye(12), atol=0.05)  # unit variance, no correlation
+    reloaded = PatchWhitening()
+    reloaded.load_state_dict(layer.state_dict())
+    reloaded.train()
+    reloaded(torch.rand(4, 3, 32, 32))  # a resumed run's next batch must not refit the filters
+    assert torch.equal(reloaded.conv.weight, layer.conv.weight)

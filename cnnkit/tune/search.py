@@ -92,7 +92,8 @@ def _space(space: str | Path | SearchSpace | None, base: TrainConfig, given: set
 
     if isinstance(space, SearchSpace):
         return space
-    default = default_space(plan_weights(get_model_info(base.model), base.pretrained, base.weights).pretrained)
+    pretrained = plan_weights(get_model_info(base.model), base.pretrained, base.weights).pretrained
+    default = default_space(pretrained, base.optimizer)
     if base.fine_tune_epochs == 0:  # a head on frozen features: nothing is fine-tuned
         given = given | {"fine_tune_lr_factor", "unfreeze"}
     searched = SearchSpace(tuple(param for param in default.params if param.name not in given))

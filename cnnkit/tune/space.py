@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.config import TrainConfig, base_type, field_types
+from cnnkit.config import Optimizer, TrainConfig, base_type, field_types
 from cnnkit.errors import CnnkitError
 
 NOT_SEARCHABLE = ("data", "out", "weights", "device", "logger", "image_cache", "max_pixels", "drop_empty_classes",
                   "val_split", "test_split", "seed")  # fmt: skip
 GRID_POINTS = 3  # values a range contributes to a grid search: both ends and the middle
+LR_RANGES = {Optimizer.adam: (1e-4, 1e-2), Optimizer.sgd: (1e-2, 1.0)}  # SGD's best rates run about 100x Adam's
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,11 @@ class SearchSpace:
         return {"searched": searched, "fixed": dict(self.fixed)}
 
 
-def default_space(pretrained: bool) -> SearchSpace:
-    """The recipe's search space: two-stage transfer learning, or one stage from scratch."""
+def default_space(pretrained: bool, optimizer: Optimizer | str = Optimizer.adam) -> SearchSpace:
+    """The recipe's search space: two-stage transfer learning, or one stage from scratch; the learning
+    rate's range suits ``optimizer``."""
     common = (
-        Param("lr", 1e-4, 1e-2, log=True),
+        Param("lr", *LR_RANGES[Optimizer(optimizer)], log=True),
         Param("weight_decay", 1e-6, 1e-2, log=True),
         Param("dropout", 0.0, 0.5),
     )
