@@ -6,7 +6,7 @@ network trains on 39,000. Recipe: ``compact_resnet`` at the images' own size, Ne
 rate 0.4, weight decay 5e-4) on a one-cycle schedule, label smoothing 0.2, whole-pixel shifts (2 px)
 and flips, and six-view TTA (``shift_flip``) on the test split, timed as part of the run; the test
 split is also scored without TTA and with ``flip`` afterwards, untimed. On two AVX-512 bf16 cores an
-epoch takes about 2 minutes; on two AVX2-only cores ``compact_resnet`` takes 8 minutes an epoch, and
+epoch takes about 1.5 minutes; on two AVX2-only cores ``compact_resnet`` took 8 minutes an epoch, and
 ``--model compact_resnet_s`` (the half-width net, a quarter of the compute) is the one that fits
 there.
 Target: >= 90% test accuracy in under 30 minutes on the 2-core CPU machine.
