@@ -137,9 +137,9 @@ class TrainConfig:
         Schedule.plateau, "Learning rate: plateau (divide by 3 after 2 epochs without a lower val loss) or one_cycle "
         "(warm up to --lr over the first 25% of batches, then anneal to zero).",
     )  # fmt: skip
-    label_smoothing: float = _option(
-        0.0, "Label smoothing of the cross-entropy loss (0.1-0.2 helps short from-scratch runs).", low=0.0, high=1.0,
-        open_high=True,
+    label_smoothing: float | None = _option(
+        None, "Label smoothing of the cross-entropy loss; default 0.1 for pretrained models, else 0 (0.1-0.2 helps "
+        "short from-scratch runs).", low=0.0, high=1.0, open_high=True,
     )  # fmt: skip
     test_tta: Tta = _option(
         Tta.none,

@@ -61,6 +61,7 @@ class RunFacts:
     fine_tune_lr: float
     precision: str
     device: str
+    label_smoothing: float = 0.0
     dataset_layout: str = "flat"
     dataset_notes: list[str] = field(default_factory=list)
     model_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -147,12 +147,23 @@ def _train(data, out: Path, **options):
 def test_rerun_reuses_the_cache_but_a_new_augmentation_never_does(shapes_dir: Path, tmp_path: Path) -> None:
     first = _train(shapes_dir, tmp_path / "a", augment="standard", cache_views=2)
     again = _train(shapes_dir, tmp_path / "b", augment="standard", cache_views=2)
-    other = _train(shapes_dir, tmp_path / "c", augment="none")
+    other = _train(shapes_dir, tmp_path / "c", augment="none", label_smoothing=0.0)
     fewer = _train(shapes_dir, tmp_path / "d", augment="standard", cache_views=1)
     assert (first.metrics["feature_cache_hit"], again.metrics["feature_cache_hit"]) == (False, True)
     assert other.metrics["feature_cache_hit"] is False and fewer.metrics["feature_cache_hit"] is False
     assert first.history[0]["loss"] == pytest.approx(again.history[0]["loss"], rel=1e-5)
     assert other.facts.cache_views == 1 and first.facts.cache_views == 2
+    assert first.facts.label_smoothing == 0.1 and other.facts.label_smoothing == 0.0  # the default, or the given
+
+
+def test_label_smoothing_defaults_to_a_tenth_for_pretrained_models_only() -> None:
+    from cnnkit.config import TrainConfig
+    from cnnkit.train.prepare import resolve_label_smoothing
+
+    assert resolve_label_smoothing(TrainConfig(), pretrained=True) == 0.1
+    assert resolve_label_smoothing(TrainConfig(), pretrained=False) == 0.0
+    assert resolve_label_smoothing(TrainConfig(label_smoothing=0.2), pretrained=False) == 0.2
+    assert resolve_label_smoothing(TrainConfig(label_smoothing=0.0), pretrained=True) == 0.0
 
 
 def test_cached_and_uncached_head_stages_reach_similar_accuracy(shapes_dir: Path, tmp_path: Path) -> None:

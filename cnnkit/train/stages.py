@@ -109,7 +109,7 @@ def fit_stage(
     loaders = share_loaders(loaders, processes)
     module = stage.module_class(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
-        frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.config.label_smoothing,
+        frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.facts.label_smoothing,
         one_cycle=prep.config.schedule == Schedule.one_cycle, optimizer=prep.config.optimizer,
         **stage.module_options,
     )  # fmt: skip
