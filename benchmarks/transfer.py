@@ -12,6 +12,7 @@ cnnkit's chosen input size (``cnnkit.train.input_size``; 160 px for flowers128's
 ``--image-size`` says otherwise.
 
 Usage: python -m benchmarks.transfer [--datasets flowers128 hymenoptera] [--skip-baseline] [--image-size PX]
+       [--unfreeze top:N]
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main() -> int:
     parser.add_argument(
         "--image-size", type=int, default=None, help="input size for both recipes (default: cnnkit's choice)"
     )
+    parser.add_argument(
+        "--unfreeze", default="auto", help="what fine-tuning trains in both recipes (default: cnnkit's auto)"
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     targets: dict[str, bool] = {}
@@ -65,7 +69,7 @@ def main() -> int:
         for name in args.datasets:
             common = dict(
                 image_size=args.image_size, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                progress=False, seed=0,
+                unfreeze=args.unfreeze, progress=False, seed=0,
             )  # fmt: skip
             fast = cnnkit.train(DATASETS / name, model="efficientnet_lite0", out=f"{tmp}/{name}-a", **common)
             rows.append(describe(name, "cnnkit (caches)", fast))
