@@ -283,3 +283,14 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(digits_run, tmp
         longer = cnnkit.train(resume=copy, epochs=3, progress=False)
     assert len(longer.history) == 3 and longer.history[:2] == digits_run.history
     assert load_run(copy).facts.epochs == 3
+
+
+def test_resume_stretches_a_one_cycle_schedule_over_the_extended_stage(tmp_path: Path) -> None:
+    """The checkpoint's cycle ends with the old length; stepping past it would raise in the added epoch."""
+    run = _train(tmp_path / "cycle", schedule="one_cycle")
+    before = list(run.history)  # the run reads its folder, which the resumed run extends
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        longer = cnnkit.train(resume=run.path, epochs=3, progress=False)
+    assert len(longer.history) == 3 and load_run(run.path).facts.epochs == 3
+    assert longer.history[:2] == before and longer.history[2]["val_accuracy"] > 0.5

@@ -11,6 +11,8 @@ swamp it. It trains at the images' own size (32 px) and is meant for Nesterov SG
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -63,11 +65,18 @@ class PatchWhitening(nn.Module):
         self.conv.weight.requires_grad_(False)
         nn.init.zeros_(self.conv.bias)
         self.register_buffer("fitted", torch.tensor(False))
+        self.checked = False  # ``fitted`` was read since the last load: reading it every step would sync a GPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.fitted:
-            self.fit(x)
+        if self.training and not self.checked:
+            if not self.fitted:
+                self.fit(x)
+            self.checked = True
         return self.conv(x)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.checked = False  # the loaded ``fitted`` may say otherwise
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:

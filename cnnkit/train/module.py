@@ -101,6 +101,16 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train()  # Lightning leaves modules in whatever mode they are in; ours has frozen parts
 
+    def on_train_start(self) -> None:
+        """A stage given more epochs on resume gets back its checkpoint's one-cycle schedule, sized for the old
+        length (stepping past its end is an error): stretch the cycle over the new length, from the step it is at."""
+        if not self.one_cycle:
+            return
+        config = self.trainer.lr_scheduler_configs[0]
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if config.scheduler.total_steps != total:
+            config.scheduler = self._one_cycle(config.scheduler.optimizer, total, last_step=config.scheduler.last_epoch)
+
     def on_validation_epoch_end(self) -> None:
         for name, mean in self.val_means.items():  # compute() sums over ranks; sync_dist only averages equal values
             self.log(name, mean.compute(), logger=False, sync_dist=True)
@@ -126,13 +136,18 @@ class ClassifierModule(L.LightningModule):
         else:
             optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.one_cycle:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25)
+            cycle = self._one_cycle(optimizer, max(1, int(self.trainer.estimated_stepping_batches)))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=1 / 3, patience=self.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    def _one_cycle(self, optimizer: torch.optim.Optimizer, total: int, last_step: int = -1) -> Any:
+        """Warm up to ``self.lr`` over the first quarter of ``total`` steps, then anneal; ``last_step`` resumes it."""
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25, last_epoch=max(-1, last_step - 1)
+        )
 
 
 def freeze(module: nn.Module, frozen: bool = True) -> None:
