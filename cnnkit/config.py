@@ -29,6 +29,7 @@ class Augment(StrEnum):
 
 
 class Schedule(StrEnum):
+    auto = "auto"
     plateau = "plateau"
     one_cycle = "one_cycle"
 
@@ -134,8 +135,9 @@ class TrainConfig:
         "without running code); a head of another shape is replaced. Implies the pretrained recipe.",
     )  # fmt: skip
     schedule: Schedule = _option(
-        Schedule.plateau, "Learning rate: plateau (divide by 3 after 2 epochs without a lower val loss) or one_cycle "
-        "(warm up to --lr over the first 25% of batches, then anneal to zero).",
+        Schedule.auto, "Learning rate: plateau (divide by 3 after 2 epochs without a lower val loss), one_cycle "
+        "(warm up to --lr over the first 25% of batches, then anneal to zero), or auto: one_cycle for fine-tuning "
+        "a pretrained classifier, plateau otherwise.",
     )  # fmt: skip
     label_smoothing: float | None = _option(
         None, "Label smoothing of the cross-entropy loss; default 0.1 for pretrained models, else 0 (0.1-0.2 helps "

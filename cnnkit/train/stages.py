@@ -41,6 +41,10 @@ class Stage:
     begin: Callable[[], None] = lambda: None  # run when the stage starts, also when resumed
     module_class: type[ClassifierModule] = ClassifierModule  # LocalizerModule for localization
     module_options: dict[str, Any] = field(default_factory=dict)
+    auto_schedule: Schedule = Schedule.plateau  # what ``--schedule auto`` means for this stage
+
+    def schedule(self, configured: Schedule) -> Schedule:
+        return self.auto_schedule if configured == Schedule.auto else configured
 
 
 def build_feature_cache(prep: Prepared, progress: bool) -> FeatureCache | None:
@@ -82,8 +86,10 @@ def plan_stages(prep: Prepared, cache: FeatureCache | None, recorder_best: Calla
     else:
         head = Stage("head", facts.epochs, config.lr, facts.precision, lambda: (network, images()),
                      begin=lambda: freeze(network.features, frozen=True))  # fmt: skip
+    # Warm-up then annealing: on flowers128 the plateau schedule's first fine-tuning epoch at the full rate lost
+    # 5-7 points of validation accuracy; one-cycle reached the same test accuracy in 5 epochs as plateau in 8.
     fine_tune = Stage("fine_tune", facts.fine_tune_epochs, facts.fine_tune_lr, facts.precision,
-                      lambda: (network, images()))  # fmt: skip
+                      lambda: (network, images()), auto_schedule=Schedule.one_cycle)  # fmt: skip
     if cache is not None and cache.covers_fine_tuning:
         fine_tune.build = lambda: on_cache(cache.rest, False)
         if prep.device.type == "cpu":
@@ -110,7 +116,7 @@ def fit_stage(
     module = stage.module_class(
         model, lr=stage.lr, weight_decay=prep.config.weight_decay, class_weights=prep.class_weights,
         frozen_batchnorm=prep.facts.pretrained, label_smoothing=prep.facts.label_smoothing,
-        one_cycle=prep.config.schedule == Schedule.one_cycle, optimizer=prep.config.optimizer,
+        one_cycle=stage.schedule(prep.config.schedule) == Schedule.one_cycle, optimizer=prep.config.optimizer,
         **stage.module_options,
     )  # fmt: skip
     recorder = RunRecorder(
