@@ -144,10 +144,16 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
 
     def _one_cycle(self, optimizer: torch.optim.Optimizer, total: int, last_step: int = -1) -> Any:
-        """Warm up to ``self.lr`` over the first quarter of ``total`` steps, then anneal; ``last_step`` resumes it."""
+        """Warm up to ``self.lr`` over the first quarter of ``total`` steps, then anneal; ``last_step`` resumes it.
+
+        A stage of a few batches warms up over 1.5 steps instead: OneCycleLR divides by zero when its warm-up is
+        exactly one step (4 batches) and cannot run fewer than 2 steps.
+        """
+        total = max(2, total)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25, last_epoch=max(-1, last_step - 1)
-        )
+            optimizer, max_lr=self.lr, total_steps=total, pct_start=max(0.25, 1.5 / total),
+            last_epoch=max(-1, last_step - 1),
+        )  # fmt: skip
 
 
 def freeze(module: nn.Module, frozen: bool = True) -> None:
