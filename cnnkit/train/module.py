@@ -107,9 +107,8 @@ class ClassifierModule(L.LightningModule):
         if not self.one_cycle:
             return
         config = self.trainer.lr_scheduler_configs[0]
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        if config.scheduler.total_steps != total:
-            config.scheduler = self._one_cycle(config.scheduler.optimizer, total, last_step=config.scheduler.last_epoch)
+        if config.scheduler.total_steps != self._cycle_steps():
+            config.scheduler = self._one_cycle(config.scheduler.optimizer, last_step=config.scheduler.last_epoch)
 
     def on_validation_epoch_end(self) -> None:
         for name, mean in self.val_means.items():  # compute() sums over ranks; sync_dist only averages equal values
@@ -136,20 +135,24 @@ class ClassifierModule(L.LightningModule):
         else:
             optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.one_cycle:
-            cycle = self._one_cycle(optimizer, max(1, int(self.trainer.estimated_stepping_batches)))
+            cycle = self._one_cycle(optimizer)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=1 / 3, patience=self.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
 
-    def _one_cycle(self, optimizer: torch.optim.Optimizer, total: int, last_step: int = -1) -> Any:
-        """Warm up to ``self.lr`` over the first quarter of ``total`` steps, then anneal; ``last_step`` resumes it.
+    def _cycle_steps(self) -> int:
+        """The stage's batches; OneCycleLR cannot run fewer than 2 steps."""
+        return max(2, int(self.trainer.estimated_stepping_batches))
+
+    def _one_cycle(self, optimizer: torch.optim.Optimizer, last_step: int = -1) -> Any:
+        """Warm up to ``self.lr`` over the first quarter of the stage's steps, then anneal; ``last_step`` resumes it.
 
         A stage of a few batches warms up over 1.5 steps instead: OneCycleLR divides by zero when its warm-up is
-        exactly one step (4 batches) and cannot run fewer than 2 steps.
+        exactly one step (4 batches).
         """
-        total = max(2, total)
+        total = self._cycle_steps()
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.lr, total_steps=total, pct_start=max(0.25, 1.5 / total),
             last_epoch=max(-1, last_step - 1),
